@@ -1,0 +1,32 @@
+"""`mgr`: one command per pipeline stage. Each stage module is a thin wrapper over `pipeline/`."""
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from pipeline.errors import PipelineError
+from stages import download, generate, ingest
+
+app = typer.Typer(
+    help="Staged, cached pipeline for multimodal generative recommendation.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("generate")(generate.generate)
+app.command("ingest")(ingest.ingest)
+app.command("download")(download.download)
+
+
+def main() -> None:
+    # A fatal, user-fixable problem is one line on stderr and exit code 2, never a traceback.
+    try:
+        app()
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
