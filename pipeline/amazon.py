@@ -327,9 +327,9 @@ def _quick_meta_id(line: bytes) -> str | None:
     return None
 
 
-def read_meta_image_urls(meta_path: Path, fmt: str = "auto") -> dict[str, str | None]:
-    """Item id -> best image URL (or None) for every record in a meta file."""
+def read_meta_image_urls(meta_path: Path, fmt: str = "auto", wanted: set[str] | None = None) -> dict[str, str | None]:
+    """Item id -> best image URL (or None) for the `wanted` items of a meta file (all when None)."""
     problems = Problems()
-    meta = read_meta(Path(meta_path), fmt, None, problems)
+    meta = read_meta(Path(meta_path), fmt, wanted, problems)
     problems.echo("meta")
     return {item: row["image_url"] for item, row in meta.rows.items()}

@@ -27,7 +27,7 @@ class DataParams(Section):
 
     reviews: str
     meta: str
-    # Folder of `<asin>.<ext>` images; null downloads them from the meta URLs into image_cache.
+    # Folder of `<asin>.<ext>` images; None (command line only) downloads them into image_cache.
     images_dir: str | None = None
     image_cache: str = "data/image_cache"
     format: AmazonFormat = "auto"

@@ -37,11 +37,13 @@ def download(
     print(f"download: {dataset} {release} -> {folder} ({names})", file=sys.stderr)
 
     if images:
-        # Imported here so this command works for plain downloads even if amazon.py changes.
-        from pipeline.amazon import read_meta_image_urls
+        from pipeline.amazon import read_meta_image_urls, read_reviews
+        from pipeline.errors import Problems
         from pipeline.image_fetch import fetch_images
 
-        urls = read_meta_image_urls(paths["meta"])
+        # Full meta files list far more items than the reviews use (2014 Beauty: 259k vs 12k).
+        reviewed = set(read_reviews(paths["reviews"], "auto", Problems()).item)
+        urls = read_meta_image_urls(paths["meta"], wanted=reviewed)
         image_dir = folder / "images"
         fetched, problems = fetch_images(urls, image_dir, workers=workers, timeout=timeout)
         print(f"download: {len(fetched)}/{len(urls)} item images cached in {image_dir}", file=sys.stderr)

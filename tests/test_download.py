@@ -140,8 +140,11 @@ def test_cli_download_with_images(http_server, tmp_path):
     meta = (
         f"{{'asin': 'B0001', 'title': 'Soap', 'imUrl': '{http_server.url('/img/B0001.png')}'}}\n"
         "{'asin': 'B0002', 'title': 'No picture'}\n"
+        f"{{'asin': 'B0003', 'title': 'Never reviewed', 'imUrl': '{http_server.url('/img/B0003.png')}'}}\n"
     )
-    http_server.routes["/reviews_Beauty_5.json.gz"] = REVIEWS
+    http_server.routes["/img/B0003.png"] = buf.getvalue()
+    reviews = [f'{{"reviewerID": "U1", "asin": "{a}", "overall": 5.0, "unixReviewTime": 1}}' for a in ("B0001", "B0002")]
+    http_server.routes["/reviews_Beauty_5.json.gz"] = gzip.compress("\n".join(reviews).encode())
     http_server.routes["/meta_Beauty.json.gz"] = gzip.compress(meta.encode())
     result = CliRunner().invoke(
         app,
@@ -152,3 +155,4 @@ def test_cli_download_with_images(http_server, tmp_path):
     assert (tmp_path / "beauty-2014" / "images" / "B0001.png").read_bytes() == buf.getvalue()
     assert "1/2 item images" in result.output
     assert "image_no_url=1" in result.output
+    assert not (tmp_path / "beauty-2014" / "images" / "B0003.png").exists()  # no review needs it

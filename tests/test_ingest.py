@@ -146,3 +146,28 @@ def test_real_beauty_counts(tmp_path):
     assert report["skipped"] == {"image_missing": 12_101}
     splits = pl.read_parquet(tmp_path / "out" / "splits.parquet")
     assert splits.height == 22_363 and splits["train"].list.len().min() >= 3
+
+
+def test_without_images_dir_images_are_downloaded_into_the_cache(tmp_path, http_server):
+    import io
+
+    from PIL import Image
+
+    from tests.amazon_files import meta_2014
+
+    paths = make_dataset(tmp_path, n_users=12, n_items=8, per_user=6, images=False)
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(buf, format="JPEG")
+    lines = []
+    for i in range(8):
+        item = f"B{i:09d}"
+        lines.append(meta_2014(item).replace(f"http://img.test/{item}.jpg", http_server.url(f"/{item}.jpg")))
+        if i != 7:  # the last one is a 404 on the server
+            http_server.routes[f"/{item}.jpg"] = buf.getvalue()
+    write_lines(paths["meta"], lines)
+    cfg = params(paths, images_dir=None, image_cache=str(tmp_path / "cache"), require_image=False)
+    ingest(cfg, tmp_path / "out", progress=False)
+    items, _, _, report = read_out(tmp_path / "out")
+    assert report["skipped"] == {"image_http_error": 1}
+    assert items["image_path"].null_count() == 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [f"B{i:09d}.jpg" for i in range(7)]
