@@ -61,7 +61,6 @@ def main() -> None:
         "runs": args.runs,
         "wall_s_median": round(statistics.median(walls), 2),
         "wall_s_all": [round(w, 2) for w in walls],
-        "in_process_s_last": report["seconds"],
         "peak_rss_mib": round(rss / 1024, 1),
         "output": {k: report["output"][k] for k in ("users", "items", "interactions")},
     }

@@ -44,7 +44,6 @@ def fetch_images(
     image_timeout, image_connection, image_oversized, image_undecodable.
     """
     cache_dir = Path(cache_dir)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     problems = Problems()
     jobs: list[tuple[str, str, Path]] = []
     for item_id, url in urls.items():
@@ -65,6 +64,8 @@ def fetch_images(
         return None
 
     fetched: dict[str, Path] = {}
+    if jobs:
+        cache_dir.mkdir(parents=True, exist_ok=True)
     # Keep only a few jobs in flight: a million queued futures would cost real memory.
     window = max(1, workers) * 4
     pending: dict[Future, tuple[str, Path]] = {}
