@@ -161,10 +161,10 @@ def read_reviews(path: Path, fmt: str, problems: Problems) -> Reviews:
                 continue
             out.format, keys = found, REVIEW_KEYS[found]
         _add_review(obj, keys, out, problems)
-    if keys is None:
+    if keys is None and problems["reviews_unrecognised_record"]:
         raise PipelineError(f"{path}: unknown reviews format: no record with reviewerID or user_id found")
     if not out.user:
-        raise PipelineError(f"{path}: no valid review records ({out.lines} lines read)")
+        raise PipelineError(f"{path}: no valid review records ({out.lines} lines read; {_why(problems)})")
     return out
 
 
@@ -312,8 +312,13 @@ def read_meta(path: Path, fmt: str, wanted: set[str] | None, problems: Problems)
         else:
             out.rows[item] = normalise_meta(obj)
     if not out.rows and out.unused == 0:
-        raise PipelineError(f"{path}: no valid meta records ({out.lines} lines read)")
+        raise PipelineError(f"{path}: no valid meta records ({out.lines} lines read; {_why(problems)})")
     return out
+
+
+def _why(problems: Problems) -> str:
+    found = ", ".join(f"{k}={v}" for k, v in sorted(problems.items()) if v)
+    return found or "the file is empty"
 
 
 def _quick_meta_id(line: bytes) -> str | None:

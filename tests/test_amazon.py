@@ -77,8 +77,15 @@ def test_missing_file_and_unknown_format_are_fatal_one_liners(tmp_path):
     with pytest.raises(PipelineError, match="unknown Amazon format '2016'"):
         amazon.read_reviews(path, "2016", Problems())
     empty = write_lines(tmp_path / "e.json", [review_2014("U1", "", 1)])
-    with pytest.raises(PipelineError, match="no valid review records"):
+    with pytest.raises(PipelineError, match=r"no valid review records \(1 lines read; reviews_missing_field:asin=1\)"):
         amazon.read_reviews(empty, "2014", Problems())
+    wrong = write_lines(tmp_path / "w.json", [review_2023("U1", "B1", 1)])
+    with pytest.raises(PipelineError, match=r"reviews_missing_field:reviewerID=1"):
+        amazon.read_reviews(wrong, "2014", Problems())
+    garbage = tmp_path / "g.json.gz"
+    garbage.write_bytes(b"\x1f\x8b" + bytes(range(256)) * 4)
+    with pytest.raises(PipelineError, match=r"g.json.gz: no valid review records \(0 lines read; reviews_corrupt"):
+        amazon.read_reviews(garbage, "auto", Problems())
 
 
 def test_meta_2014_python_literals(tmp_path):
