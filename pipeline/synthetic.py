@@ -409,29 +409,34 @@ def _gzip_lines(lines: list[str]) -> bytes:
 # ---------------------------------------------------------------- the dataset
 
 
-def generate(cfg: SyntheticConfig, out_dir: str | Path) -> dict:
-    """Write the dataset into `out_dir` (replaced atomically) and return its counts."""
-    cfg.validate()
-    U, T, S, K = cfg.n_users, cfg.n_types, cfg.n_styles, cfg.items_per_cell
-    n_cells_items = T * S * K
+@dataclass
+class _Log:
+    """The simulated interactions, row-major (users in order, then time), plus duplicate lines."""
 
-    # Interactions.
+    lengths: np.ndarray
+    user_of: np.ndarray
+    item_of: np.ndarray  # grid item number, see _simulate
+    day_of: np.ndarray
+    dup_src: np.ndarray  # which interactions are repeated
+    dup_day: np.ndarray  # and on which later day
+
+
+def _interactions(cfg: SyntheticConfig) -> _Log:
     lengths, _main_style, seq = _simulate(cfg, _rng(cfg, 2))
     mask = seq >= 0
-    user_of = np.repeat(np.arange(U), lengths)
-    item_of = seq[mask]  # row-major: users in order, then time
-    n_inter = len(item_of)
+    user_of = np.repeat(np.arange(cfg.n_users), lengths)
     rng = _rng(cfg, 3)
-    gaps = rng.integers(1, _MAX_GAP_DAYS + 1, size=(U, cfg.max_len))
-    gaps[:, 0] = rng.integers(_START_FIRST, _START_LAST + 1, size=U)
+    gaps = rng.integers(1, _MAX_GAP_DAYS + 1, size=(cfg.n_users, cfg.max_len))
+    gaps[:, 0] = rng.integers(_START_FIRST, _START_LAST + 1, size=cfg.n_users)
     day_of = np.cumsum(gaps, axis=1)[mask]
+    dup_src, dup_day = _duplicates(cfg, lengths, user_of, day_of, rng)
+    return _Log(lengths, user_of, seq[mask], day_of, dup_src, dup_day)
 
-    # Only items somebody reviewed are "reviewed items"; the others of the grid are not used.
-    counts_all = np.bincount(item_of, minlength=n_cells_items)
-    reviewed = np.flatnonzero(counts_all > 0)
-    n_rev = len(reviewed)
 
-    # Duplicate lines: same user and item, a later day that no other review of the user has.
+def _duplicates(cfg, lengths, user_of, day_of, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Repeated reviews: same user and item, on a later day no other review of the user has
+    (so the repeat never ties with, or reorders, the user's real sequence)."""
+    n_inter = len(user_of)
     n_dup = int(round(cfg.p_duplicate_review * n_inter))
     dup_src = np.sort(rng.choice(n_inter, size=n_dup, replace=False)) if n_dup else np.zeros(0, dtype=int)
     starts = np.concatenate([[0], np.cumsum(lengths)])
@@ -441,87 +446,112 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> dict:
         taken = set(day_of[starts[u]:starts[u + 1]].tolist()) | set(dup_day[:j][user_of[dup_src[:j]] == u].tolist())
         free = [day_of[i] + g for g in range(1, _MAX_GAP_DAYS + 1) if day_of[i] + g not in taken]
         dup_day[j] = free[rng.integers(0, len(free))] if free else max(taken) + 1
+    return dup_src, dup_day
 
-    # Identifiers.
+
+@dataclass
+class _Items:
+    """Reviewed items first (in grid order), then the unreviewed ones."""
+
+    asins: list[str]
+    asin_of: np.ndarray  # grid item number -> asin ("" for grid items nobody reviewed)
+    type: np.ndarray
+    style: np.ndarray
+    n_reviewed: int
+    missing_image: set[int]  # positions in `asins`
+
+
+def _items(cfg: SyntheticConfig, log: _Log) -> tuple[_Items, list[str]]:
+    """The item catalogue and the user ids (both drawn from one id stream)."""
+    T, S, K = cfg.n_types, cfg.n_styles, cfg.items_per_cell
+    reviewed = np.flatnonzero(np.bincount(log.item_of, minlength=T * S * K) > 0)
+    n_rev, n_unrev = len(reviewed), cfg.n_unreviewed_items
     id_rng = _rng(cfg, 4)
-    user_ids = _ids(id_rng, U, "A", 13, set())
-    n_unrev = cfg.n_unreviewed_items
+    user_ids = _ids(id_rng, cfg.n_users, "A", 13, set())
     asins = _ids(id_rng, n_rev + n_unrev, "B0", 8, set())
-    asin_of = np.full(n_cells_items, "", dtype=object)
+    asin_of = np.full(T * S * K, "", dtype=object)
     asin_of[reviewed] = asins[:n_rev]
-
-    # Item attributes: the reviewed ones from their cell, the unreviewed ones at random.
-    item_rng = _rng(cfg, 5)
-    rev_type = reviewed // (S * K)
-    rev_style = reviewed // K % S
-    un_type = item_rng.integers(0, T, size=n_unrev)
-    un_style = item_rng.integers(0, S, size=n_unrev)
-    all_type = np.concatenate([rev_type, un_type]).astype(int)
-    all_style = np.concatenate([rev_style, un_style]).astype(int)
+    rng = _rng(cfg, 5)
+    # The reviewed items' attributes come from their cell; the unreviewed ones' are random.
+    typ = np.concatenate([reviewed // (S * K), rng.integers(0, T, size=n_unrev)]).astype(int)
+    style = np.concatenate([reviewed // K % S, rng.integers(0, S, size=n_unrev)]).astype(int)
     n_missing = int(round(cfg.p_missing_image * n_rev))
-    missing = set(item_rng.choice(n_rev, size=n_missing, replace=False).tolist()) if n_missing else set()
+    missing = set(rng.choice(n_rev, size=n_missing, replace=False).tolist()) if n_missing else set()
+    return _Items(asins, asin_of, typ, style, n_rev, missing), user_ids
 
-    meta = _meta_records(asins, all_type, cfg, _rng(cfg, 6))
-    jpegs = _render_images(all_style, cfg, _rng(cfg, 7))
 
-    # Review lines.
-    rrng = _rng(cfg, 8)
+def _review_lines(cfg: SyntheticConfig, log: _Log, items: _Items, user_ids: list[str],
+                  rng: np.random.Generator) -> list[str]:
+    """JSON review lines like the 2014 files, duplicates included, in shuffled order."""
+    n_inter = len(log.item_of)
     names = [f"{FIRST_NAMES[a]} {chr(65 + b)}." if b < 26 else "Amazon Customer"
-             for a, b in zip(rrng.integers(0, len(FIRST_NAMES), size=U).tolist(),
-                             rrng.integers(0, 30, size=U).tolist())]
-    rating = rrng.choice(5, size=n_inter, p=RATING_PROBS) + 1
-    tmpl = rrng.integers(0, len(REVIEW_TEMPLATES), size=n_inter)
-    summ = rrng.integers(0, len(SUMMARIES), size=n_inter)
-    weeks = rrng.integers(1, 13, size=n_inter)
-    terms = np.argsort(rrng.random((n_inter, len(TYPES[0][2]))), axis=1)[:, :2]
-    inter_type = (item_of // (S * K)).tolist()
-    times = _review_time(np.concatenate([day_of, dup_day]))
+             for a, b in zip(rng.integers(0, len(FIRST_NAMES), size=cfg.n_users).tolist(),
+                             rng.integers(0, 30, size=cfg.n_users).tolist())]
+    rating = rng.choice(5, size=n_inter, p=RATING_PROBS) + 1
+    tmpl = rng.integers(0, len(REVIEW_TEMPLATES), size=n_inter)
+    summ = rng.integers(0, len(SUMMARIES), size=n_inter)
+    weeks = rng.integers(1, 13, size=n_inter)
+    terms = np.argsort(rng.random((n_inter, len(TYPES[0][2]))), axis=1)[:, :2]
+    inter_type = (log.item_of // (cfg.n_styles * cfg.items_per_cell)).tolist()
+    times = _review_time(np.concatenate([log.day_of, log.dup_day]))
     lines: list[str] = []
     for i in range(n_inter):
         name, _, vocab = TYPES[inter_type[i]]
         t1, t2 = vocab[terms[i, 0]], vocab[terms[i, 1]]
-        u = int(user_of[i])
+        u = int(log.user_of[i])
         lines.append(json.dumps({
             "reviewerID": user_ids[u],
-            "asin": asin_of[item_of[i]],
+            "asin": items.asin_of[log.item_of[i]],
             "reviewerName": names[u],
             "helpful": [0, 0],
             "reviewText": REVIEW_TEMPLATES[tmpl[i]].format(noun=name, n=weeks[i], t1=t1.capitalize(), t2=t2),
             "overall": float(rating[i]),
             "summary": SUMMARIES[summ[i]].format(noun=name),
-            "unixReviewTime": int(day_of[i]) * 86400,
+            "unixReviewTime": int(log.day_of[i]) * 86400,
             "reviewTime": times[i],
         }))
-    for j, i in enumerate(dup_src):
+    for j, i in enumerate(log.dup_src):
         obj = json.loads(lines[i])
-        obj["unixReviewTime"] = int(dup_day[j]) * 86400
+        obj["unixReviewTime"] = int(log.dup_day[j]) * 86400
         obj["reviewTime"] = times[n_inter + j]
         lines.append(json.dumps(obj))
-    order = rrng.permutation(len(lines))  # the real files are not grouped by user
-    lines = [lines[i] for i in order]
-    meta_lines = [repr(meta[i]) for i in rrng.permutation(len(meta))]
+    order = rng.permutation(len(lines))  # the real files are not grouped by user
+    return [lines[i] for i in order]
 
+
+def generate(cfg: SyntheticConfig, out_dir: str | Path) -> dict:
+    """Write the dataset into `out_dir` (replaced atomically) and return its counts."""
+    cfg.validate()
+    log = _interactions(cfg)
+    items, user_ids = _items(cfg, log)
+    meta = _meta_records(items.asins, items.type, cfg, _rng(cfg, 6))
+    jpegs = _render_images(items.style, cfg, _rng(cfg, 7))
+    rng = _rng(cfg, 8)
+    lines = _review_lines(cfg, log, items, user_ids, rng)
+    meta_lines = [repr(meta[i]) for i in rng.permutation(len(meta))]
+
+    per_item = np.bincount(log.item_of, minlength=cfg.n_types * cfg.n_styles * cfg.items_per_cell)
     counts = {
         "name": cfg.name,
         "synthetic": True,
         "seed": cfg.seed,
-        "users": U,
+        "users": cfg.n_users,
         "items": len(meta),
-        "reviewed_items": n_rev,
-        "unreviewed_items": n_unrev,
-        "interactions": n_inter,
-        "duplicate_reviews": n_dup,
+        "reviewed_items": items.n_reviewed,
+        "unreviewed_items": cfg.n_unreviewed_items,
+        "interactions": len(log.item_of),
+        "duplicate_reviews": len(log.dup_src),
         "reviews": len(lines),
-        "images": len(meta) - len(missing),
-        "missing_images": len(missing),
-        "items_with_5_interactions": int((counts_all >= 5).sum()),
-        "types": T,
-        "styles": S,
+        "images": len(meta) - len(items.missing_image),
+        "missing_images": len(items.missing_image),
+        "items_with_5_interactions": int((per_item >= 5).sum()),
+        "types": cfg.n_types,
+        "styles": cfg.n_styles,
     }
     type_list = type_names(cfg)
-    _, _, style_list = style_layout(S)
+    _, _, style_list = style_layout(cfg.n_styles)
     truth = ["asin,type,style"] + sorted(
-        f"{a},{type_list[t]},{style_list[s]}" for a, t, s in zip(asins, all_type, all_style))
+        f"{a},{type_list[t]},{style_list[s]}" for a, t, s in zip(items.asins, items.type, items.style))
 
     with atomic_dir(out_dir) as tmp:
         (tmp / f"reviews_{cfg.name}_5.json.gz").write_bytes(_gzip_lines(lines))
@@ -529,8 +559,8 @@ def generate(cfg: SyntheticConfig, out_dir: str | Path) -> dict:
         img_dir = tmp / "images"
         img_dir.mkdir()
         for k, data in enumerate(jpegs):
-            if k not in missing:
-                (img_dir / f"{asins[k]}.jpg").write_bytes(data)
+            if k not in items.missing_image:
+                (img_dir / f"{items.asins[k]}.jpg").write_bytes(data)
         (tmp / "ground_truth.csv").write_text("\n".join(truth) + "\n")
         (tmp / "README.md").write_text(_readme(cfg, counts, type_list, style_list))
     return counts
