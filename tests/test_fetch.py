@@ -106,14 +106,14 @@ def test_404_is_not_retried(http_server, tmp_path):
 
 
 def test_slow_response_times_out(http_server, tmp_path):
-    http_server.routes["/slow"] = Route(b"late", delay=1.0)
+    http_server.routes["/slow"] = Route(b"late", delay=2.0)
     start = time.monotonic()
     with pytest.raises(FetchError) as info:
-        download_file(http_server.url("/slow"), tmp_path / "s", progress=False, timeout=0.3, retries=1, backoff=0.01)
+        download_file(http_server.url("/slow"), tmp_path / "s", progress=False, timeout=0.6, retries=1, backoff=0.01)
     assert info.value.kind == "timeout" and info.value.status is None
     assert "timed out" in str(info.value)
     assert http_server.counts["/slow"] == 2
-    assert time.monotonic() - start < 1.5
+    assert time.monotonic() - start < 3.0  # two 0.6 s attempts, not two 2 s waits
 
 
 def test_connection_refused_hints_offline(tmp_path):

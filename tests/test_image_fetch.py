@@ -24,7 +24,7 @@ def test_fetch_images_counts_every_item_once(http_server, tmp_path):
         "/img/a.jpg": Route(JPEG, content_type="image/jpeg"),
         "/img/b.png": Route(PNG, content_type="image/png"),
         "/img/c": Route(JPEG, content_type="image/jpeg"),  # no extension: cached as .jpg
-        "/img/slow.jpg": Route(JPEG, delay=1.0),
+        "/img/slow.jpg": Route(JPEG, delay=2.0),
         "/img/page.jpg": Route(b"<html>not an image</html>", content_type="text/html"),
     })
     u = http_server.url
@@ -42,7 +42,7 @@ def test_fetch_images_counts_every_item_once(http_server, tmp_path):
         "REFUSED": closed_port_url("/a.jpg"),
     }
     cache = tmp_path / "images"
-    fetched, problems = fetch_images(urls, cache, workers=4, timeout=0.3, retries=0, progress=False)
+    fetched, problems = fetch_images(urls, cache, workers=4, timeout=0.6, retries=0, progress=False)
 
     assert fetched == {"A1": cache / "A1.jpg", "B2": cache / "B2.png", "C3": cache / "C3.jpg"}
     assert all(verify_image(p) is None for p in fetched.values())
