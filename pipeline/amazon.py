@@ -317,8 +317,7 @@ def read_meta(path: Path, fmt: str, wanted: set[str] | None, problems: Problems)
 
 
 def _why(problems: Problems) -> str:
-    found = ", ".join(f"{k}={v}" for k, v in sorted(problems.items()) if v)
-    return found or "the file is empty"
+    return problems.kinds() or "the file is empty"
 
 
 def _quick_meta_id(line: bytes) -> str | None:

@@ -26,12 +26,12 @@ def attribute_oracle(ingested: Path, ground_truth: Path, k: int = 10) -> dict[st
     items = items.join(truth, on="item_id", how="left", maintain_order="left")
     typ, sty = _codes(items["type"].to_numpy()), _codes(items["style"].to_numpy())
     splits = pl.read_parquet(Path(ingested) / "splits.parquet")
-    histories = [tr + [va] for tr, va in zip(splits["train"].to_list(), splits["valid"].to_list())]
+    trains = splits["train"].to_list()
+    histories = [tr + [va] for tr, va in zip(trains, splits["valid"].to_list())]
 
-    pop = np.bincount(np.concatenate([np.asarray(tr, dtype=np.int64) for tr in splits["train"]]),
-                      minlength=items.height).astype(float)
+    pop = np.bincount(splits["train"].explode().drop_nulls().to_numpy(), minlength=items.height).astype(float)
     trans = np.ones((typ.max() + 1, typ.max() + 1))  # add-one smoothing
-    for tr in splits["train"].to_list():
+    for tr in trains:
         np.add.at(trans, (typ[tr[:-1]], typ[tr[1:]]), 1)
     trans /= trans.sum(axis=1, keepdims=True)
 

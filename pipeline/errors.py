@@ -23,12 +23,13 @@ class Problems(Counter):
     def add(self, kind: str, n: int = 1) -> None:
         self[kind] += n
 
+    def kinds(self) -> str:
+        """`kind=count, ...` of the non-zero kinds, sorted; "" when there are none."""
+        return ", ".join(f"{k}={v}" for k, v in sorted(self.items()) if v)
+
     def summary(self, stage: str) -> str:
-        nonzero = {k: v for k, v in sorted(self.items()) if v}
-        if not nonzero:
-            return f"{stage}: none"
-        parts = ", ".join(f"{k}={v}" for k, v in nonzero.items())
-        return f"{stage}: {sum(nonzero.values())} ({parts})"
+        total = sum(v for v in self.values() if v)
+        return f"{stage}: {total} ({self.kinds()})" if total else f"{stage}: none"
 
     def echo(self, stage: str) -> None:
         print(self.summary(stage), file=sys.stderr)

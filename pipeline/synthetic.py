@@ -413,7 +413,6 @@ def _gzip_lines(lines: list[str]) -> bytes:
 class _Log:
     """The simulated interactions, row-major (users in order, then time), plus duplicate lines."""
 
-    lengths: np.ndarray
     user_of: np.ndarray
     item_of: np.ndarray  # grid item number, see _simulate
     day_of: np.ndarray
@@ -430,7 +429,7 @@ def _interactions(cfg: SyntheticConfig) -> _Log:
     gaps[:, 0] = rng.integers(_START_FIRST, _START_LAST + 1, size=cfg.n_users)
     day_of = np.cumsum(gaps, axis=1)[mask]
     dup_src, dup_day = _duplicates(cfg, lengths, user_of, day_of, rng)
-    return _Log(lengths, user_of, seq[mask], day_of, dup_src, dup_day)
+    return _Log(user_of, seq[mask], day_of, dup_src, dup_day)
 
 
 def _duplicates(cfg, lengths, user_of, day_of, rng) -> tuple[np.ndarray, np.ndarray]:
