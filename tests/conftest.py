@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from tests.http_server import LocalServer
+from tests.tiny_models import make_tiny_bert, register_tiny_clip
 
 
 @pytest.fixture
@@ -15,3 +17,15 @@ def http_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalServer]:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with LocalServer() as server:
         yield server
+
+
+# Tiny encoders (tests/tiny_models.py), built once per test module.
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory) -> str:
+    return register_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))

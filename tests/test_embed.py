@@ -18,20 +18,11 @@ from pipeline.params import FusedEmbedParams, ImageEmbedParams, TextEmbedParams
 from pipeline.vectors import read_vectors, write_vectors
 from stages.embed import embed as embed_command
 from tests.amazon_files import write_image
-from tests.tiny_models import make_tiny_bert, register_tiny_clip
 
 TEXTS = ["red lipstick for soft lips", "blue mascara for the eyes", None, "oily hair shampoo", "   ",
          "gentle cream", "long lasting red colour"]
 
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    return register_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture

@@ -17,16 +17,7 @@ from pipeline.params import ImageEmbedParams, TextEmbedParams
 from pipeline.text_encoder import HFTextEncoder, OpenClipTextEncoder, load_text_encoder, mean_pool
 from pipeline.weights import resolve_weights
 from tests.amazon_files import write_image
-from tests.tiny_models import make_tiny_bert, register_tiny_clip
 
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return make_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
-
-
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory) -> str:
-    return register_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
 
 
 @pytest.fixture
