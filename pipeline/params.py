@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from pipeline.errors import PipelineError
 from pipeline.synthetic import SyntheticConfig
@@ -117,12 +117,115 @@ class AgreementParams(Section):
     ground_truth: str | None = None
 
 
+class SequenceParams(Section):
+    """How histories become token sequences (method.md section 4); shared by every variant."""
+
+    history: int = Field(20, ge=1)        # the last N items of a history
+    user_buckets: int = Field(2000, ge=0)  # a hashed user token in front (TIGER); 0 = none
+
+
+class AlignParams(Section):
+    """MGR-LF++ modality alignment (method.md section 5): translate each item's ID across modalities."""
+
+    epochs: int = Field(0, ge=0)          # passes over all items before next-item training; 0 = off
+    lr: float = Field(1e-3, gt=0)
+    both_directions: bool = True          # text -> image and image -> text (else text -> image only)
+    contrastive_weight: float = Field(0.0, ge=0)  # in-batch InfoNCE between pooled encoder states
+    temperature: float = Field(0.1, gt=0)
+
+
+class VariantParams(Section):
+    """One recommender variant: which modalities' IDs make up an item, in order, and how."""
+
+    modalities: list[Modality] = Field(min_length=1, max_length=2)
+    transition: bool = False  # a modality-transition token between the modalities (MGR-LF++)
+    align: AlignParams = AlignParams()
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "VariantParams":
+        if len(set(self.modalities)) != len(self.modalities):
+            raise ValueError("modalities must be distinct")
+        if self.transition and len(self.modalities) < 2:
+            raise ValueError("transition needs two modalities")
+        if self.align.epochs and len(self.modalities) < 2:
+            raise ValueError("align needs two modalities")
+        return self
+
+
+class ModelParams(Section):
+    """The T5 encoder-decoder, built from this config (no pretrained weights)."""
+
+    encoder_layers: int = Field(4, ge=1)
+    decoder_layers: int = Field(4, ge=1)
+    d_model: int = Field(128, ge=8)
+    heads: int = Field(6, ge=1)
+    d_kv: int = Field(64, ge=4)
+    d_ff: int = Field(1024, ge=8)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    tie_embeddings: bool = False  # share input embeddings and output layer (T5's default: true)
+
+
+class TrainParams(Section):
+    """Next-item training and model selection on the validation targets."""
+
+    batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    schedule: Literal["constant", "inverse_sqrt", "cosine"] = "inverse_sqrt"
+    warmup_steps: int = Field(200, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)    # 0 = off
+    max_epochs: int = Field(50, ge=1)
+    eval_every: int = Field(1, ge=1)       # epochs between validation runs
+    patience: int = Field(5, ge=1)         # evaluations without improvement before stopping
+    select_on: Literal["recall@10", "ndcg@10"] = "ndcg@10"
+    eval_users: int = Field(0, ge=0)       # validation users per evaluation (seeded sample); 0 = all
+    beam: int = Field(20, ge=1)            # beam width (>= top_k)
+    top_k: int = Field(20, ge=10)          # depth of the ranked list
+    eval_batch: int = Field(256, ge=1)     # users per beam-search batch
+    checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _beam(self) -> "TrainParams":
+        if self.beam < self.top_k:
+            raise ValueError(f"beam ({self.beam}) must be >= top_k ({self.top_k})")
+        return self
+
+
+class RecommenderParams(Section):
+    model: ModelParams = ModelParams()
+    train: TrainParams = TrainParams()
+
+
+class SASRecParams(Section):
+    """The `sasrec` section of params.yaml."""
+
+    hidden: int = Field(64, ge=1)
+    blocks: int = Field(2, ge=1)
+    heads: int = Field(1, ge=1)           # must divide hidden
+    dropout: float = Field(0.2, ge=0, lt=1)
+    max_len: int = Field(20, ge=1)        # items of history the model sees
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(200, ge=1)        # at most; early stopping usually ends sooner
+    patience: int = Field(5, ge=1)        # epochs without a better valid `select_on`
+    select_on: Literal["recall@10", "ndcg@10"] = "ndcg@10"
+    eval_every: int = Field(1, ge=1)      # epochs between validations
+    top_k: int = Field(20, ge=10)         # depth of the ranked list (metrics go to @10)
+    seed: int = 0
+
+
 class Params(Section):
     generate: SyntheticConfig = SyntheticConfig()  # the embedded dataset (pipeline/synthetic.py)
     data: DataParams
     embed: EmbedParams = EmbedParams()
     quantize: QuantizeSection = QuantizeSection()
     agreement: AgreementParams = AgreementParams()
+    sequences: SequenceParams = SequenceParams()
+    variants: dict[str, VariantParams] = {}
+    recommender: RecommenderParams = RecommenderParams()
+    sasrec: SASRecParams = SASRecParams()
 
 
 def _one_line(err: ValidationError, source: str) -> str:

@@ -6,7 +6,7 @@ import sys
 import typer
 
 from pipeline.errors import PipelineError
-from stages import agreement, download, embed, generate, ingest, quantize
+from stages import agreement, download, embed, generate, ingest, quantize, recommender, sasrec
 
 app = typer.Typer(
     help="Staged, cached pipeline for multimodal generative recommendation.",
@@ -20,6 +20,11 @@ app.command("download")(download.download)
 app.command("embed")(embed.embed)
 app.command("quantize")(quantize.quantize)
 app.command("agreement")(agreement.agreement)
+app.command("sequences")(recommender.sequences)
+app.command("train")(recommender.train)
+app.command("evaluate")(recommender.evaluate)
+app.command("compare")(recommender.compare)
+app.command("sasrec")(sasrec.sasrec)
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """`dvc repro` on a copy of the repo: runs every stage, caches, reruns only what changed."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -33,8 +34,18 @@ def project(tmp_path: Path) -> Path:
     params["generate"].update(n_users=300, n_types=4, n_styles=3, items_per_cell=4)  # tiny: the check is about caching
     for section in params["quantize"].values():
         section.update(codebook_size=8, hidden=[32], code_dim=8, epochs=20, batch_size=32, reseed_every=5)
+    params["recommender"]["model"].update(encoder_layers=1, decoder_layers=1, d_model=16, heads=2, d_kv=8, d_ff=32)
+    params["recommender"]["train"].update(max_epochs=2, eval_users=0, batch_size=128, checkpoint_every=1000)
+    params["variants"]["lfpp"]["align"]["epochs"] = 1
+    params["sasrec"].update(epochs=2, hidden=16)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
+
+
+def artifact_hashes(project: Path) -> dict[str, str]:
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])
+            if not o["path"].startswith("metrics/")}
 
 
 @pytest.mark.slow
@@ -46,15 +57,22 @@ def test_repro_caches_and_reruns_only_what_changed(project: Path):
     for name in ("items.parquet", "interactions.parquet", "splits.parquet", "ingest_report.json"):
         assert (project / "data" / "ingested" / name).is_file()
     assert "quantize_text.json" in dvc(project, "metrics", "show")
+    for stage in ("sequences@lfpp", "train@text", "train@lfpp", "evaluate@fused", "sasrec", "compare"):
+        assert f"Running stage '{stage}'" in out
+    table = json.loads((project / "metrics" / "eval.json").read_text())
+    assert list(table) == ["text", "image", "fused", "lf", "lfpp", "sasrec"]
+    assert all(0 <= v["recall@10"] <= 1 for v in table.values())
+    assert "lfpp over the best unimodal" in (project / "reports" / "comparison.md").read_text()
 
     out = dvc(project, "repro")
     assert "Running stage" not in out
     assert "Data and pipelines are up to date" in dvc(project, "status")
 
     # forced reruns reproduce the outputs byte for byte (same hashes in dvc.lock)
-    lock = (project / "dvc.lock").read_text()
+    # (metrics JSON files hold wall times, so they are left out of the comparison)
+    lock = artifact_hashes(project)
     dvc(project, "repro", "--force")
-    assert (project / "dvc.lock").read_text() == lock
+    assert artifact_hashes(project) == lock
 
     # another image encoder: the image branch and what follows rerun, never ingestion or text
     params = yaml.safe_load((project / "params.yaml").read_text())
@@ -64,6 +82,13 @@ def test_repro_caches_and_reruns_only_what_changed(project: Path):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert {"embed@image", "embed_fused", "quantize@image", "quantize@fused"} <= ran
     assert not ran & {"generate", "ingest", "embed@text", "quantize@text"}
+
+    # one variant's params: only that variant's chain and the comparison rerun
+    params["variants"]["lf"]["transition"] = True
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = dvc(project, "repro")
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"sequences@lf", "train@lf", "evaluate@lf", "compare"}
 
     params["data"]["min_interactions"] = 6
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

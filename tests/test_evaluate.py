@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.evaluate import comparison, evaluate_variant
+from pipeline.params import ModelParams, TrainParams
+from pipeline.seq2seq import build_model
+from pipeline.sequences import build_sequences
+from pipeline.train import read_items
+from tests.recsys_data import write_tiny_dataset
+
+
+def test_comparison_table_and_relative_gain():
+    m = {"recall@5": 0.1, "recall@10": 0.2, "ndcg@5": 0.05, "ndcg@10": 0.1, "mrr": 0.04}
+    results = {"text": m, "image": {k: v * 2 for k, v in m.items()}, "lfpp": {k: v * 3 for k, v in m.items()},
+               "sasrec": m}
+    table, text = comparison(results)
+    assert list(table) == ["text", "image", "lfpp", "sasrec"] and table["lfpp"]["recall@10"] == 0.6
+    assert "| lfpp | 0.3000 | 0.6000 | 0.1500 | 0.3000 | 0.1200 |" in text
+    assert "- recall@10: +50.0% (best unimodal: image, 0.4000)" in text
+
+
+def test_evaluation_returns_real_distinct_items(tmp_path):
+    torch.set_num_threads(1)
+    root = write_tiny_dataset(tmp_path)
+    seq = root / "seq"
+    build_sequences(root / "splits.parquet", root / "semantic_ids", ["text", "image"], True, 20, 0, seq)
+    from pipeline.layout import Layout
+    layout = Layout.load(seq / "layout.json")
+    model = build_model(ModelParams(encoder_layers=1, decoder_layers=1, d_model=16, heads=2, d_kv=8, d_ff=32),
+                        layout.vocab_size, seed=0)
+    torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "m.pt")
+    report = evaluate_variant(seq, tmp_path / "m.pt", TrainParams(beam=12, top_k=10, eval_batch=7))
+    assert report["decoding"]["users"] == 40 and report["decoding"]["unfilled_slots"] == 0
+    assert 0 <= report["test"]["recall@10"] <= 1 and report["test"]["mrr_depth"] == 10
+    # an untrained model still only returns real items, each once per list
+    from pipeline.beam import ItemTrie
+    from pipeline.seq2seq import recommend
+    from pipeline.train import read_examples
+    item_idx, tokens = read_items(seq)
+    ex = read_examples(seq / "test.parquet")
+    top, scores = recommend(model, ItemTrie(tokens, item_idx), ex.input_ids, 12, 10, 7)
+    top = top.numpy()
+    assert np.isin(top, item_idx).all()
+    assert all(len(set(row)) == len(row) for row in top.tolist())
+    assert (np.diff(scores.numpy(), axis=1) <= 1e-6).all()
+
+
+def test_missing_model_is_one_line_error(tmp_path):
+    from pipeline.errors import PipelineError
+    with pytest.raises(PipelineError, match="model not found"):
+        evaluate_variant(tmp_path, tmp_path / "nope.pt", TrainParams())
