@@ -4,6 +4,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import torch
 
 from tests.http_server import LocalServer
 from tests.tiny_models import make_tiny_bert, register_tiny_clip
@@ -29,3 +30,13 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_clip(tmp_path_factory) -> str:
     return register_tiny_clip(tmp_path_factory.mktemp("tiny-clip"))
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread is faster (far faster when another process shares the cores),
+    and results compare bit for bit. Modules opt in with `pytestmark = pytest.mark.usefixtures(...)`."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

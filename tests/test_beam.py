@@ -11,13 +11,7 @@ from pipeline.beam import ItemTrie, constrained_beam_search
 PRIMES = (3, 5, 7, 11, 13, 17, 19, 23)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is faster, and far faster when another process shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_codes(n: int, depth: int, per_level: int, seed: int = 0) -> np.ndarray:

@@ -24,13 +24,7 @@ from stages.quantize import quantize as quantize_stage
 CLUSTERS, DIM, PER = 8, 16, 75
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These models are tiny: one thread is faster, and far faster when another process shares the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clusters(seed: int = 0, spread: float = 0.05) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,13 +19,7 @@ from stages.sasrec import sasrec as sasrec_stage
 N_USERS, N_ITEMS = 60, 30
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster, and results compare bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_data(root: Path, seed: int = 0) -> tuple[Path, Path]:

@@ -15,12 +15,7 @@ from tests.recsys_data import write_tiny_dataset
 TINY = ModelParams(encoder_layers=1, decoder_layers=1, d_model=32, heads=2, d_kv=16, d_ff=64, dropout=0.1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
