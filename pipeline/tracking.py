@@ -16,6 +16,15 @@ os.environ.setdefault("DVCLIVE_LOGLEVEL", "WARNING")
 from dvclive import Live  # noqa: E402
 
 
+class _PlotsOnlyLive(Live):
+    """DVCLive without its DVC/git integration: we save no experiments and write no dvc.yaml
+    (the plots are declared in ours), and that integration asks git for HEAD, which fails in a
+    repository without commits (e.g. right after `git init; dvc init`)."""
+
+    def _init_dvc(self) -> None:
+        self._dvc_file = None
+
+
 class Tracker:
     """`log(step, **metrics)` to DVCLive and to `history` (a list of plain dicts)."""
 
@@ -25,7 +34,7 @@ class Tracker:
         if out_dir is not None:
             shutil.rmtree(out_dir, ignore_errors=True)  # a fresh folder: no rows from an older run
             Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-            self.live = Live(str(out_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+            self.live = _PlotsOnlyLive(str(out_dir), dvcyaml=False, save_dvc_exp=False, report=None)
         for record in history or []:
             record = dict(record)
             self.log(record.pop("step"), **record)
