@@ -6,6 +6,7 @@ batches from) and whatever else the loop keeps (history, best score). No pickled
 """
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,15 @@ def set_rng_state(state: dict[str, torch.Tensor], generators: dict[str, torch.Ge
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write atomically: a kill during the write leaves the previous checkpoint intact."""
+    """Write atomically: a kill during the write leaves the previous checkpoint intact.
+
+    Through a buffer: torch.save names the zip's inner folder after the file, and the
+    temporary file's random name would make every save of the same state different bytes.
+    """
+    buf = io.BytesIO()
+    torch.save(state, buf)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buf.getvalue())
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:

@@ -30,7 +30,6 @@ thread count).
 """
 from __future__ import annotations
 
-import io
 import math
 import sys
 import time
@@ -43,7 +42,8 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
-from pipeline.artifacts import atomic_path, write_json, write_parquet
+from pipeline.artifacts import write_json, write_parquet
+from pipeline.checkpoint import save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.params import QuantizeParams
 from pipeline.rqvae import RQVAE, RQVAEConfig, nearest
@@ -259,12 +259,7 @@ def code_metrics(codes: np.ndarray, dedup: np.ndarray, recon_mse: float, codeboo
 
 def save_rqvae(model: RQVAE, cfg: QuantizeParams, dest: Path) -> None:
     ckpt = {"config": asdict(model.cfg), "state_dict": model.state_dict(), "params": cfg.model_dump()}
-    # Through a buffer: torch.save names the zip's inner folder after the file, and the temporary
-    # file's random name would make every checkpoint different.
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_checkpoint(ckpt, dest)
 
 
 def load_rqvae(path: str | Path) -> RQVAE:

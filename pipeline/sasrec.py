@@ -31,7 +31,6 @@ Same data and params give the same metrics (CPU, same torch thread count).
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import sys
 import time
@@ -46,7 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from pipeline.artifacts import atomic_path, write_json
+from pipeline.artifacts import write_json
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.errors import PipelineError
 from pipeline.metrics import evaluate_top
@@ -385,12 +384,7 @@ def _fit(model: SASRec, opt: torch.optim.Optimizer, gen: torch.Generator, data: 
 
 def save_sasrec(model: SASRec, cfg: SASRecParams, dest: Path) -> None:
     ckpt = {"config": asdict(model.cfg), "state_dict": model.state_dict(), "params": cfg.model_dump()}
-    # Through a buffer: torch.save names the zip's inner folder after the file, and the temporary
-    # file's random name would make every checkpoint different.
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    with atomic_path(dest) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_checkpoint(ckpt, dest)
 
 
 def load_sasrec(path: str | Path) -> SASRec:

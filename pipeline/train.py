@@ -327,7 +327,7 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
                   metrics_out: Path, live_dir: Path | None, work_dir: Path, progress: bool = False,
                   stop_after_steps: int | None = None) -> dict[str, Any] | None:
     """Train one variant (resuming from `work_dir`); write the best model and its validation metrics."""
-    from pipeline.artifacts import atomic_path, write_json
+    from pipeline.artifacts import write_json
 
     t0 = time.perf_counter()
     ckpt = Path(work_dir) / f"recommender-{fingerprint(seq_dir, variant, rec)}" / "last.pt"
@@ -335,8 +335,7 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
     if not trainer.run(stop_after_steps):
         return None
     model = trainer.best_model()
-    with atomic_path(model_out) as tmp:
-        torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp)
+    save_checkpoint({"config": model.config.to_dict(), "state_dict": model.state_dict()}, model_out)
     valid = trainer.evaluate(trainer.valid)
     report = {"valid": valid, "train": {
         "best_epoch": trainer.state["best_epoch"], "epochs": trainer.state["epoch"],
