@@ -163,6 +163,7 @@ class ModelParams(Section):
     d_ff: int = Field(1024, ge=8)
     dropout: float = Field(0.1, ge=0, lt=1)
     tie_embeddings: bool = False  # share input embeddings and output layer (T5's default: true)
+    end_positions: int = Field(256, ge=0)  # learned distance-from-end embeddings (seq2seq.py); 0 = off
 
 
 class TrainParams(Section):
