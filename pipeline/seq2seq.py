@@ -10,7 +10,7 @@ every beam's cache, which is where transformers' `generate` spends its time.
 T5 has no absolute positions, only relative attention biases. Here the most recent item
 matters most (it sets the next item's category), and with relative biases alone the encoder must
 first find the end of the sequence before it can single that item out: a two-step circuit that
-the small, briefly trained models here learned only for the shortest layouts. So each encoder
+small models trained for a few epochs learn slowly (README: "Training"). So each encoder
 input token also gets a learned embedding of its distance from the end of the sequence
 (`ModelParams.end_positions`; 0 = plain T5), which names an item's recency and a token's level
 in one index, whatever the layout.
