@@ -15,7 +15,6 @@ import os
 from itertools import combinations
 
 import polars as pl
-from sklearn.metrics import adjusted_mutual_info_score
 
 from pipeline.errors import PipelineError
 
@@ -30,6 +29,9 @@ def read_ids(path: str | os.PathLike) -> pl.DataFrame:
 
 
 def _ami(a: pl.Series, b: pl.Series) -> float:
+    # Imported here: sklearn takes ~0.8 s to load, and read_ids is on every recommender stage's path.
+    from sklearn.metrics import adjusted_mutual_info_score
+
     return round(float(adjusted_mutual_info_score(a.to_numpy(), b.to_numpy())), 4)
 
 

@@ -3,9 +3,8 @@
 The encoder reads [user token] + the history's item tokens; the decoder writes the next item's
 tokens. No pretrained weights: the vocabulary is the layout's tokens and nothing else.
 
-Decoding re-runs the decoder over the (at most item_len) chosen tokens at every step instead
-of keeping a KV cache: with IDs of 4 to 8 tokens the recomputation costs less than reordering
-every beam's cache, which is where transformers' `generate` spends its time.
+Decoding (`BeamDecoder`) runs the decoder one token per step with its own small caches
+instead of transformers' `generate`, whose cache reordering was most of its time.
 
 T5 has no absolute positions, only relative attention biases. Here the most recent item
 matters most (it sets the next item's category), and with relative biases alone the encoder must
@@ -22,8 +21,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
-from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
+from pipeline import dropout
 from pipeline.beam import ItemTrie, constrained_beam_search
 from pipeline.layout import EOS, PAD
 from pipeline.params import ModelParams
@@ -46,7 +45,7 @@ def build_model(cfg: ModelParams, vocab_size: int, seed: int) -> T5ForConditiona
 
 
 def model_from_config(config: dict) -> T5ForConditionalGeneration:
-    model = T5ForConditionalGeneration(T5Config(**config))
+    model = dropout.install(T5ForConditionalGeneration(T5Config(**config)))
     n = getattr(model.config, "end_positions", 0)
     if n:  # a submodule of the T5, so it is in the state dict and moves with the model
         model.end_positions = torch.nn.Embedding(n, model.config.d_model)
@@ -92,38 +91,92 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
-def _cross_attention_cache(model: T5ForConditionalGeneration, states: torch.Tensor, beam: int) -> DynamicCache:
-    """Every decoder layer's cross-attention keys and values, projected once per query and
-    repeated per beam: recomputing them at every step for every beam was most of the decoding time."""
-    cache = DynamicCache()
-    for i, block in enumerate(model.decoder.block):
-        att = block.layer[1].EncDecAttention
-        shape = (*states.shape[:-1], -1, att.key_value_proj_dim)
-        keys = att.k(states).view(shape).transpose(1, 2).repeat_interleave(beam, dim=0)
-        values = att.v(states).view(shape).transpose(1, 2).repeat_interleave(beam, dim=0)
-        cache.update(keys, values, i)
-    return cache
+def _heads(x: torch.Tensor, d_kv: int) -> torch.Tensor:
+    """(N, T, heads*d_kv) -> (N, heads, T, d_kv)."""
+    return x.view(*x.shape[:2], -1, d_kv).transpose(1, 2)
+
+
+class BeamDecoder:
+    """The T5 decoder run one token at a time for constrained beam search, with the model's own
+    weights and modules (exactly its forward pass in eval mode; tests/test_seq2seq.py checks).
+
+    Written out rather than called through `model.decoder`, for three savings that were most of
+    the decoding time:
+    - self-attention keys/values are cached and reordered by each row's parent beam, so a step
+      feeds one token instead of the whole prefix;
+    - cross-attention keys/values are projected once per query, and the beams of a query are
+      folded into the query axis of one attention call instead of repeating the keys per beam;
+    - the first step runs once per query (all its beams share the empty prefix).
+    """
+
+    def __init__(self, model: T5ForConditionalGeneration, input_ids: torch.Tensor, beam: int):
+        self.model, self.beam, self.n_queries = model, beam, input_ids.shape[0]
+        self.d_kv = model.config.d_kv
+        states = encode(model, input_ids)
+        self.enc_mask = (input_ids != PAD)[:, None, None, :]  # (Q, 1, 1, L)
+        self.cross = [(_heads(b.layer[1].EncDecAttention.k(states), self.d_kv),
+                       _heads(b.layer[1].EncDecAttention.v(states), self.d_kv)) for b in model.decoder.block]
+        self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (rows, heads, fed, d_kv)
+        self.fed = 0  # decoder tokens in the cache (the start token counts)
+        self.scale = model.model_dim ** -0.5 if model.config.scale_decoder_outputs else 1.0
+
+    def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+        """Next-token logits for every row (query-major, `beam` rows per query) of `prefix`."""
+        rows = prefix.shape[0]
+        dec = torch.cat([torch.full((rows, 1), PAD, dtype=torch.long, device=prefix.device), prefix.long()], 1)
+        if parent is None or not self.cache:
+            self.cache, self.fed = [], 0
+        else:
+            self.cache = [(k[parent], v[parent]) for k, v in self.cache]
+        new = dec[:, self.fed:]
+        shared_start = prefix.shape[1] == 0 and rows == self.n_queries * self.beam
+        if shared_start:  # every beam of a query is the empty prefix: run one row per query
+            new = new[:: self.beam]
+        logits = self._forward(new)
+        if shared_start:
+            self.cache = [(k.repeat_interleave(self.beam, 0), v.repeat_interleave(self.beam, 0)) for k, v in self.cache]
+            logits = logits.repeat_interleave(self.beam, 0)
+        return logits
+
+    def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        decoder, past, n = self.model.decoder, self.fed, tokens.shape[1]
+        bias = decoder.block[0].layer[0].SelfAttention.compute_bias(n, past + n, tokens.device, past_seen_tokens=past)
+        causal = torch.ones(n, past + n, dtype=torch.bool, device=tokens.device).tril(past)
+        bias = bias.masked_fill(~causal, torch.finfo(bias.dtype).min)
+        x = decoder.embed_tokens(tokens)
+        cache = []
+        for i, block in enumerate(decoder.block):
+            sa, ca, ff = block.layer
+            h = sa.layer_norm(x)
+            q, k, v = (_heads(proj(h), self.d_kv) for proj in (sa.SelfAttention.q, sa.SelfAttention.k, sa.SelfAttention.v))
+            if self.cache:
+                k, v = torch.cat([self.cache[i][0], k], 2), torch.cat([self.cache[i][1], v], 2)
+            cache.append((k, v))
+            x = x + sa.SelfAttention.o(self._merge(F.scaled_dot_product_attention(q, k, v, bias, scale=1.0)))
+            x = x + ca.EncDecAttention.o(self._cross(_heads(ca.EncDecAttention.q(ca.layer_norm(x)), self.d_kv), i))
+            x = x + ff.DenseReluDense(ff.layer_norm(x))
+        self.cache, self.fed = cache, past + n
+        return self.model.lm_head(decoder.final_layer_norm(x[:, -1]) * self.scale)
+
+    def _cross(self, q: torch.Tensor, layer: int) -> torch.Tensor:
+        """Cross-attention of (rows, heads, n, d_kv) queries, the rows of one query folded together."""
+        rows, heads, n, d = q.shape
+        group = rows // self.n_queries
+        q = q.view(self.n_queries, group, heads, n, d).transpose(1, 2).reshape(self.n_queries, heads, group * n, d)
+        k, v = self.cross[layer]
+        out = F.scaled_dot_product_attention(q, k, v, self.enc_mask, scale=1.0)
+        out = out.view(self.n_queries, heads, group, n, d).transpose(1, 2).reshape(rows, heads, n, d)
+        return self._merge(out)
+
+    @staticmethod
+    def _merge(x: torch.Tensor) -> torch.Tensor:
+        """(N, heads, T, d_kv) -> (N, T, heads*d_kv)."""
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
 
 
 def step_function(model: T5ForConditionalGeneration, input_ids: torch.Tensor, beam: int) -> Callable:
-    """The next-token logits for each beam row: the encoder and the cross-attention projections
-    run once, the decoder per step over the whole (short) prefix, the output layer on its last
-    position only."""
-    states = encode(model, input_ids)
-    cross = _cross_attention_cache(model, states, beam)
-    states = states.repeat_interleave(beam, dim=0)
-    mask = (input_ids != PAD).repeat_interleave(beam, dim=0)
-    start = torch.full((states.shape[0], 1), PAD, dtype=torch.long, device=states.device)
-    scale = model.model_dim ** -0.5 if model.config.scale_decoder_outputs else 1.0
-
-    def step(prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
-        dec = torch.cat([start, prefix.long()], dim=1)
-        cache = EncoderDecoderCache(DynamicCache(), cross)  # fresh self-attention part each step
-        out = model.decoder(input_ids=dec, encoder_hidden_states=states, encoder_attention_mask=mask,
-                            past_key_values=cache, use_cache=True)
-        return model.lm_head(out.last_hidden_state[:, -1] * scale)
-
-    return step
+    """The beam search's step: next-token logits per beam row (see `BeamDecoder`)."""
+    return BeamDecoder(model, input_ids, beam)
 
 
 @torch.inference_mode()

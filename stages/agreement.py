@@ -7,7 +7,6 @@ from typing import Optional
 import polars as pl
 import typer
 
-from pipeline.agreement import modality_agreement, read_ids
 from pipeline.artifacts import write_json
 from pipeline.errors import PipelineError
 from pipeline.params import AgreementParams, load_section
@@ -20,6 +19,7 @@ def agreement(
     out: Path = typer.Option(Path("metrics/modality_agreement.json"), help="Report (JSON)."),
 ) -> None:
     """Adjusted mutual information between the modalities' codes (and against ground truth, if given)."""
+    from pipeline.agreement import modality_agreement, read_ids
     cfg = load_section(params, "agreement", AgreementParams)
     names = [m.strip() for m in modalities.split(",") if m.strip()]
     if len(names) < 2:

@@ -1,4 +1,9 @@
-"""`mgr`: one command per pipeline stage. Each stage module is a thin wrapper over `pipeline/`."""
+"""`mgr`: one command per pipeline stage. Each stage module is a thin wrapper over `pipeline/`.
+
+The stage modules import their pipeline code inside the command, so a call loads only what
+its stage needs: importing every stage's libraries (torch, transformers, sklearn) took about
+5 s per call, paid by each of a `dvc repro`'s ~25 stage runs.
+"""
 from __future__ import annotations
 
 import sys

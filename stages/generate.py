@@ -8,7 +8,6 @@ import typer
 
 from pipeline.errors import PipelineError
 from pipeline.params import load_section
-from pipeline.synthetic import SyntheticConfig, generate as run_generate
 
 
 def generate(
@@ -20,6 +19,7 @@ def generate(
     n_users: Optional[int] = typer.Option(None, help="Number of users (overrides params)."),
 ) -> None:
     """Generate the synthetic dataset: seeded, deterministic, clearly labelled synthetic."""
+    from pipeline.synthetic import SyntheticConfig, generate as run_generate
     cfg: SyntheticConfig = load_section(params, "generate", SyntheticConfig, {"seed": seed, "n_users": n_users})
     problems = cfg.problems()
     if problems:

@@ -7,7 +7,6 @@ from typing import Optional
 
 import typer
 
-from pipeline.ingest import ingest as run_ingest
 from pipeline.params import DataParams, load_section
 
 
@@ -30,6 +29,7 @@ def ingest(
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Parse, deduplicate, filter (image, k-core) and split the raw files."""
+    from pipeline.ingest import ingest as run_ingest
     if params is None and (reviews is None or meta is None):
         raise typer.BadParameter("give --reviews and --meta, or --params FILE with a `data:` section")
     given = {

@@ -8,7 +8,6 @@ import typer
 
 from pipeline.errors import PipelineError
 from pipeline.params import MODALITIES, QuantizeParams, read_yaml, validate
-from pipeline.quantize import quantize as run_quantize
 
 
 def quantize(
@@ -21,6 +20,7 @@ def quantize(
     progress: bool = typer.Option(True, help="Show a progress bar over epochs."),
 ) -> None:
     """Train the RQ-VAE on one modality's vectors and give every item a unique semantic ID."""
+    from pipeline.quantize import quantize as run_quantize
     if modality not in MODALITIES:
         raise typer.BadParameter(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}",
                                  param_hint="--modality")

@@ -12,10 +12,7 @@ import typer
 
 from pipeline.artifacts import atomic_path, write_json
 from pipeline.errors import PipelineError
-from pipeline.evaluate import comparison, evaluate_variant
 from pipeline.params import RecommenderParams, SequenceParams, VariantParams, read_yaml, validate
-from pipeline.sequences import build_sequences
-from pipeline.train import train_variant
 
 PARAMS = typer.Option(Path("params.yaml"), help="Params file.")
 VARIANT = typer.Option(..., help="A key of `variants:` in params.yaml (text, image, fused, lf, lfpp, ...).")
@@ -39,6 +36,7 @@ def sequences(
     out: Path = typer.Option(None, help="Output folder (default data/sequences/<variant>)."),
 ) -> None:
     """Token layout and train/valid/test sequences of one variant."""
+    from pipeline.sequences import build_sequences
     var = _variant(params, variant)
     seq: SequenceParams = _section(params, "sequences", SequenceParams)
     report = build_sequences(splits, ids_dir, list(var.modalities), var.transition, seq.history,
@@ -57,6 +55,7 @@ def train(
     progress: bool = typer.Option(True, help="Show a progress bar."),
 ) -> None:
     """(Align, then) train one variant with early stopping on validation."""
+    from pipeline.train import train_variant
     var = _variant(params, variant)
     rec: RecommenderParams = _section(params, "recommender", RecommenderParams)
     report = train_variant(seq_dir or Path(f"data/sequences/{variant}"), var, rec,
@@ -75,6 +74,7 @@ def evaluate(
     out: Path = typer.Option(None, help="Test metrics (default metrics/eval_<variant>.json)."),
 ) -> None:
     """Decode the test targets once with the best model; write the test metrics."""
+    from pipeline.evaluate import evaluate_variant
     rec: RecommenderParams = _section(params, "recommender", RecommenderParams)
     report = evaluate_variant(seq_dir or Path(f"data/sequences/{variant}"),
                               model or Path(f"models/recommender/{variant}.pt"), rec.train)
@@ -91,6 +91,7 @@ def compare(
     report: Path = typer.Option(Path("reports/comparison.md"), help="Markdown comparison."),
 ) -> None:
     """Combine every model's test metrics into one JSON and a markdown table."""
+    from pipeline.evaluate import comparison
     results = {}
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         path = metrics_dir / f"eval_{name}.json"

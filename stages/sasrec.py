@@ -6,7 +6,6 @@ from pathlib import Path
 import typer
 
 from pipeline.params import read_yaml, validate
-from pipeline.sasrec import SASRecParams, run_sasrec
 
 
 def sasrec(
@@ -20,5 +19,6 @@ def sasrec(
     progress: bool = typer.Option(True, help="Show a progress bar over epochs."),
 ) -> None:
     """Train SASRec with early stopping on validation, then test once with the best weights."""
+    from pipeline.sasrec import SASRecParams, run_sasrec
     cfg: SASRecParams = validate(SASRecParams, read_yaml(params).get("sasrec"), str(params), prefix="sasrec")
     run_sasrec(splits, items, cfg, model, metrics, live, work_dir, progress=progress)

@@ -40,6 +40,30 @@ def test_step_function_matches_the_full_forward_pass(tie, end_positions):
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("tie", [False, True])
+def test_cached_decoding_with_reordered_beams_matches_the_full_forward_pass(tie):
+    """Step by step as the beam search calls it: one new token per row, rows re-drawn from parents
+    (beams die and split), the first step shared by a query's beams. Every step's logits equal
+    the plain forward pass over the whole reordered prefix."""
+    model = build_model(ModelParams(**TINY, tie_embeddings=tie, end_positions=16), 50, seed=0).eval()
+    ids, beam = _inputs(), 4
+    rows = ids.shape[0] * beam
+    g = torch.Generator().manual_seed(2)
+    step = step_function(model, ids, beam)
+    prefix, parent = torch.zeros((rows, 0), dtype=torch.long), None
+    with torch.inference_mode():
+        for depth in range(4):
+            fast = step(prefix, parent)
+            dec = torch.cat([torch.full((rows, 1), PAD), prefix], dim=1)
+            full = model(inputs_embeds=encoder_inputs(model, ids).repeat_interleave(beam, 0),
+                         attention_mask=(ids != PAD).repeat_interleave(beam, 0), decoder_input_ids=dec).logits[:, -1]
+            torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+            # Parents stay within a query, as in the search; some beams are copied, some dropped.
+            local = torch.randint(0, beam, (ids.shape[0], beam), generator=g)
+            parent = (local + torch.arange(ids.shape[0])[:, None] * beam).view(-1)
+            prefix = torch.cat([prefix[parent], torch.randint(2, 50, (rows, 1), generator=g)], dim=1)
+
+
 def test_end_positions_survive_a_save_and_load_and_are_used():
     model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0).eval()
     assert model.end_positions.num_embeddings == 16
