@@ -63,28 +63,35 @@ def eval_rows(splits: pl.DataFrame, history: int, split: str) -> pl.DataFrame:
     )
 
 
-def tokenize(rows: pl.DataFrame, layout: Layout, tokens: np.ndarray, row_of_item: np.ndarray) -> pl.DataFrame:
-    """Add `input_ids` ([user token] + the history items' tokens) and `labels` (the target's tokens)."""
+def input_ids(rows: pl.DataFrame, layout: Layout, tokens: np.ndarray, row_of_item: np.ndarray,
+              with_user: bool = True) -> pa.ListArray:
+    """Per row, [user token] + the `history` items' tokens + EOS (no user token if `with_user` is
+    False or the layout has none)."""
     hist = rows["history"]
     lengths = hist.list.len().to_numpy().astype(np.int64)
     flat = row_of_item[_flat(hist)]
     per_item = tokens.shape[1]
     values = tokens[flat].reshape(-1)
-    # [user token] + history tokens + EOS. The EOS marks the end of the history: the encoder has
-    # relative positions only, so without it no token can tell that it belongs to the latest item.
+    # The EOS marks the end of the history: the encoder has relative positions only, so without
+    # it no token can tell that it belongs to the latest item.
     ends = np.cumsum(lengths * per_item)
     values = np.insert(values, ends, EOS)
     lengths_tok = lengths * per_item + 1
-    users = user_tokens(rows["user_idx"].to_numpy(), layout)
+    users = user_tokens(rows["user_idx"].to_numpy(), layout) if with_user else None
     if users is not None:
         values = np.insert(values, np.r_[0, np.cumsum(lengths_tok)][:-1], users)
         lengths_tok = lengths_tok + 1
     offsets = np.r_[0, np.cumsum(lengths_tok)].astype(np.int32)
-    input_ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values.astype(np.int32)))
+
+
+def tokenize(rows: pl.DataFrame, layout: Layout, tokens: np.ndarray, row_of_item: np.ndarray) -> pl.DataFrame:
+    """Add `input_ids` (see `input_ids`) and `labels` (the target's tokens)."""
+    per_item = tokens.shape[1]
     labels = tokens[row_of_item[rows["target"].to_numpy().astype(np.int64)]]
     label_arr = pa.FixedSizeListArray.from_arrays(pa.array(labels.reshape(-1)), per_item)
     return rows.with_columns(
-        input_ids=pl.from_arrow(input_ids),
+        input_ids=pl.from_arrow(input_ids(rows, layout, tokens, row_of_item)),
         labels=pl.from_arrow(label_arr).cast(pl.List(pl.Int32)),
     )
 

@@ -1,0 +1,172 @@
+"""Generative recommender speed on the embedded default: training and constrained beam search.
+
+    python bench/recommender_speed.py [--runs 3] [--variants text,lfpp] [--steps 40] [--users 512]
+
+Per variant (sequences from `dvc repro`, model sizes from params.yaml, fresh seeded weights:
+speed does not depend on what the weights learned):
+- training: optimizer steps over real length-bucketed batches, as the train stage runs them;
+  tokens/s (encoder + decoder tokens) and achieved FLOP/s, from torch's FlopCounterMode on one
+  step, as a fraction of the matmul peak measured in the same run (a 2048^2 fp32 matmul);
+- the same with torch's own dropout (transformers' T5 as it comes), for the before/after ratio;
+- beam search: users/s at the params' beam and top_k over `--users` validation users, with the
+  one-token cached decoder and with the plain full forward pass per step (the reference).
+Median of `--runs` runs each. Writes bench/results/recommender_speed.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from ingest_beauty import cpu_model  # noqa: E402
+
+from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
+from pipeline.layout import PAD, Layout  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+from pipeline.seq2seq import build_model, encoder_inputs, seq2seq_loss, step_function  # noqa: E402
+from pipeline.train import batch_order, read_examples, read_items, trimmed  # noqa: E402
+
+
+def matmul_peak(runs: int, n: int = 2048) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        rates.append(10 * 2 * n ** 3 / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def plain_t5(model):
+    """The same weights in transformers' T5 as it comes (torch dropout, SDPA)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+    plain = T5ForConditionalGeneration(T5Config(**{k: v for k, v in model.config.to_dict().items()
+                                                   if k != "_attn_implementation"}))
+    plain.set_attn_implementation("sdpa")
+    plain.end_positions = model.end_positions
+    plain.load_state_dict(model.state_dict())
+    return plain
+
+
+def train_speed(model, ex, batch_size: int, steps: int, runs: int) -> dict:
+    batches = batch_order(ex.lengths, batch_size, torch.Generator().manual_seed(0))[: steps + 1]
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model.train()
+
+    def step(b):
+        loss = seq2seq_loss(model, trimmed(ex.input_ids[b]), ex.labels[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step(batches[0])
+    flops_per_token = counter.get_total_flops() / _tokens(ex, batches[0])
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        tokens = 0
+        for b in batches[1:]:
+            step(b)
+            tokens += _tokens(ex, b)
+        rates.append(tokens / (time.perf_counter() - t0))
+    tps = statistics.median(rates)
+    return {"tokens_per_s": round(tps), "runs": [round(r) for r in rates],
+            "flop_per_s": tps * flops_per_token}
+
+
+def _tokens(ex, b) -> int:
+    return int(trimmed(ex.input_ids[b]).numel() + ex.labels[b].numel())
+
+
+def full_forward_step(model, input_ids, beam):
+    """Reference step: the whole decoder over the whole prefix, every beam its own encoder copy."""
+    embeds = encoder_inputs(model, input_ids).repeat_interleave(beam, 0)
+    mask = (input_ids != PAD).repeat_interleave(beam, 0)
+    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+
+    def step(prefix, parent):
+        dec = torch.cat([torch.full((len(prefix), 1), PAD), prefix.long()], 1)
+        return model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+    return step
+
+
+@torch.inference_mode()
+def beam_speed(model, trie, ids, beam, k, batch, runs, make_step) -> dict:
+    model.eval()
+    rates = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for s in range(0, len(ids), batch):
+            b = ids[s:s + batch]
+            b = b[:, : int((b != PAD).sum(1).max())]
+            constrained_beam_search(make_step(model, b, beam), trie, len(b), beam, k)
+        rates.append(len(ids) / (time.perf_counter() - t0))
+    return {"users_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]}
+
+
+def bench_variant(name: str, params, args, peak: float) -> dict:
+    seq_dir = ROOT / "data" / "sequences" / name
+    layout = Layout.load(seq_dir / "layout.json")
+    rec = params.recommender
+    model = build_model(rec.model, layout.vocab_size, rec.train.seed)
+    ex = read_examples(seq_dir / "train.parquet")
+    out = {"item_len": layout.item_len, "vocab": layout.vocab_size}
+    ours = train_speed(model, ex, rec.train.batch_size, args.steps, args.runs)
+    torch_dropout = train_speed(plain_t5(model), ex, rec.train.batch_size, args.steps, args.runs)
+    for key, r in (("train", ours), ("train_torch_dropout", torch_dropout)):
+        r["fraction_of_matmul_peak"] = round(r.pop("flop_per_s") / peak, 3)
+        out[key] = r
+    out["train_speedup"] = round(ours["tokens_per_s"] / torch_dropout["tokens_per_s"], 2)
+    item_idx, tokens = read_items(seq_dir)
+    trie = ItemTrie(tokens, item_idx)
+    ids = read_examples(seq_dir / "valid.parquet").input_ids[: args.users]
+    cfg = rec.train
+    out["beam"] = beam_speed(model, trie, ids, cfg.beam, cfg.top_k, cfg.eval_batch, args.runs, step_function)
+    ref_ids = ids[: max(args.users // 8, 32)]  # the reference is slow: fewer users
+    out["beam_full_forward"] = beam_speed(model, trie, ref_ids, cfg.beam, cfg.top_k, 32, args.runs,
+                                          full_forward_step)
+    out["beam_speedup"] = round(out["beam"]["users_per_s"] / out["beam_full_forward"]["users_per_s"], 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--variants", default="text,lfpp")
+    ap.add_argument("--steps", type=int, default=40, help="training steps per timed run")
+    ap.add_argument("--users", type=int, default=512, help="validation users per beam-search run")
+    args = ap.parse_args()
+    params = load_params(ROOT / "params.yaml")
+    peak = matmul_peak(args.runs)
+    result = {
+        "what": "recommender training and constrained beam search on the embedded default (bench/recommender_speed.py)",
+        "date": dt.date.today().isoformat(),
+        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
+                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+                    "torch": torch.__version__},
+        "runs": args.runs, "matmul_peak_gflop_per_s": round(peak / 1e9, 1),
+        "model": params.recommender.model.model_dump(),
+        "batch_size": params.recommender.train.batch_size, "beam": params.recommender.train.beam,
+        "variants": {v: bench_variant(v, params, args, peak) for v in args.variants.split(",")},
+    }
+    out = ROOT / "bench" / "results" / "recommender_speed.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
