@@ -11,7 +11,7 @@ import sys
 import typer
 
 from pipeline.errors import PipelineError
-from stages import agreement, download, embed, generate, ingest, quantize, recommend, recommender, sasrec
+from stages import agreement, download, embed, generate, ingest, inspect_cmd, quantize, recommend, recommender, sasrec
 
 app = typer.Typer(
     help="Staged, cached pipeline for multimodal generative recommendation.",
@@ -30,6 +30,7 @@ app.command("train")(recommender.train)
 app.command("evaluate")(recommender.evaluate)
 app.command("compare")(recommender.compare)
 app.command("recommend")(recommend.recommend)
+app.command("inspect")(inspect_cmd.inspect)
 app.command("sasrec")(sasrec.sasrec)
 
 

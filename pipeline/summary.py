@@ -1,0 +1,91 @@
+"""Summaries of stage outputs for `mgr inspect`: what a file holds, without recomputing anything.
+
+- Parquet: rows, schema, the first rows; for semantic-ID files (`code_1`, `code_2`, ...) also
+  per-level code usage and how many items share a full code tuple.
+- a folder: its files with sizes (and rows, for Parquet), e.g. `data/sequences/lfpp`;
+- JSON: the parsed content (metrics, reports, layouts);
+- a checkpoint (`.pt`): its top-level keys, config and parameter count, loaded with
+  `weights_only=True` (no pickle code runs).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from pipeline.errors import PipelineError
+
+
+def summarize(path: Path, rows: int = 5) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: no such file or folder")
+    if path.is_dir():
+        return {"kind": "folder", "path": str(path), "files": [_entry(p) for p in sorted(path.rglob("*")) if p.is_file()]}
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _parquet(path, rows)
+    if suffix == ".json":
+        try:
+            return {"kind": "json", "path": str(path), "content": json.loads(path.read_text())}
+        except json.JSONDecodeError as err:
+            raise PipelineError(f"{path}: not valid JSON ({err})") from None
+    if suffix in (".pt", ".pth"):
+        return _checkpoint(path)
+    raise PipelineError(f"{path}: don't know how to inspect {suffix or 'this'} files (Parquet, JSON, .pt, folders)")
+
+
+def _entry(p: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"file": str(p), "bytes": p.stat().st_size}
+    if p.suffix == ".parquet":
+        entry["rows"] = pl.scan_parquet(p).select(pl.len()).collect().item()
+    return entry
+
+
+def _parquet(path: Path, rows: int) -> dict[str, Any]:
+    try:
+        df = pl.read_parquet(path)
+    except Exception as err:  # polars raises several types for a corrupt file
+        raise PipelineError(f"{path}: not a readable Parquet file ({type(err).__name__})") from None
+    out: dict[str, Any] = {"kind": "parquet", "path": str(path), "rows": df.height,
+                           "schema": {c: str(t) for c, t in df.schema.items()}, "head": df.head(rows)}
+    levels = sorted((c for c in df.columns if c.startswith("code_")), key=lambda c: int(c[5:]) if c[5:].isdigit() else 0)
+    if levels and df.height:
+        out["codes"] = code_usage(df, levels)
+    return out
+
+
+def code_usage(ids: pl.DataFrame, levels: list[str]) -> dict[str, Any]:
+    """Per level: distinct codes used, entropy in bits, the most used code's share; tuple sharing."""
+    per_level = {}
+    for c in levels:
+        counts = ids[c].value_counts()["count"].to_numpy()
+        p = counts / counts.sum()
+        per_level[c] = {"used": int(len(counts)), "entropy_bits": round(float(-(p * np.log2(p)).sum()), 3),
+                        "top_share": round(float(p.max()), 4)}
+    tuples = ids.group_by(levels).len()["len"]
+    return {"levels": per_level, "distinct_tuples": int(tuples.len()),
+            "items_sharing_a_tuple": int(tuples.filter(tuples > 1).sum()), "max_items_per_tuple": int(tuples.max())}
+
+
+def _checkpoint(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise PipelineError(f"{path}: not a readable checkpoint ({type(err).__name__})") from None
+    out: dict[str, Any] = {"kind": "checkpoint", "path": str(path)}
+    if isinstance(saved, dict):
+        out["keys"] = sorted(map(str, saved))
+        state = saved.get("state_dict") or saved.get("model")
+        if isinstance(state, dict):
+            # Tied weights appear under several names but share storage: count each once.
+            unique = {t.untyped_storage().data_ptr(): t.numel() for t in state.values() if hasattr(t, "numel")}
+            out["parameters"] = int(sum(unique.values()))
+        if isinstance(saved.get("config"), dict):
+            out["config"] = saved["config"]
+    return out
