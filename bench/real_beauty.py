@@ -99,11 +99,13 @@ def main() -> None:
                   "--live", str(w / "dvclive" / "text"), "--work-dir", str(w / "cache"), "--no-progress"],
         w / "text.pt", wall)
     run("evaluate", ["evaluate", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
-                     "--model", str(w / "text.pt"), "--out", str(w / "eval_text.json")], w / "eval_text.json", wall)
+                     "--model", str(w / "text.pt"), "--out", str(w / "eval_text.json"),
+                     "--curve", str(w / "recall_at_k_text.csv")], w / "eval_text.json", wall)
     run("sasrec", ["sasrec", "--params", str(p), "--splits", str(ing / "splits.parquet"),
                    "--items", str(ing / "items.parquet"), "--model", str(w / "sasrec.pt"),
                    "--metrics", str(w / "eval_sasrec.json"), "--live", str(w / "dvclive" / "sasrec"),
-                   "--work-dir", str(w / "cache"), "--no-progress"], w / "eval_sasrec.json", wall)
+                   "--work-dir", str(w / "cache"), "--curve", str(w / "recall_at_k_sasrec.csv"), "--no-progress"],
+        w / "eval_sasrec.json", wall)
     text, sasrec = (json.loads((w / f"eval_{m}.json").read_text()) for m in ("text", "sasrec"))
     train = json.loads((w / "train_text.json").read_text())
     result = {

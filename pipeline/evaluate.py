@@ -15,6 +15,7 @@ from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
 from pipeline.metrics import evaluate_top
 from pipeline.params import TrainParams
+from pipeline.recall_curve import write_recall_curve
 from pipeline.seq2seq import model_from_config, recommend
 from pipeline.train import read_examples, read_items
 
@@ -31,8 +32,10 @@ def load_recommender(path: Path):
     return model.eval()
 
 
-def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: str = "test") -> dict[str, Any]:
-    """Constrained beam search for every user of `split`; metrics plus decoding facts."""
+def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: str = "test",
+                     curve_out: Path | None = None) -> dict[str, Any]:
+    """Constrained beam search for every user of `split`; metrics plus decoding facts (and the
+    Recall@1..top_k curve as CSV, if `curve_out` is given)."""
     model = load_recommender(model_path)
     item_idx, tokens = read_items(seq_dir)
     trie = ItemTrie(tokens, item_idx)
@@ -41,6 +44,8 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
     top, _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch)
     seconds = time.perf_counter() - t0
     top = top.numpy()
+    if curve_out is not None:
+        write_recall_curve(top, ex.target, curve_out)
     return {split: evaluate_top(top, ex.target),
             "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k,
                          "seconds": round(seconds, 2), "users_per_s": round(len(ex.target) / seconds, 1),

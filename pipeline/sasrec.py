@@ -50,6 +50,7 @@ from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from pipeline.errors import PipelineError
 from pipeline.metrics import evaluate_top
 from pipeline.params import SASRecParams
+from pipeline.recall_curve import write_recall_curve
 from pipeline.tracking import Tracker
 
 EVAL_BATCH = 1024
@@ -399,7 +400,7 @@ def load_sasrec(path: str | Path) -> SASRec:
 
 def run_sasrec(splits_path: Path, items_path: Path, cfg: SASRecParams, model_out: Path, metrics_out: Path,
                live_dir: Path | None, work_dir: Path, progress: bool = True,
-               stop_after: int | None = None) -> dict | None:
+               stop_after: int | None = None, curve_out: Path | None = None) -> dict | None:
     """Train (or resume), test once with the best weights, write model, metrics JSON and curves.
 
     Returns the metrics dict; None when `stop_after` stopped training first (nothing written).
@@ -410,7 +411,10 @@ def run_sasrec(splits_path: Path, items_path: Path, cfg: SASRecParams, model_out
     result = train_sasrec(data, cfg, checkpoint, live_dir, progress, stop_after)
     if result is None:
         return None
-    test = evaluate(result.model, data.test_input, data.test_target, cfg.top_k)
+    top = rank(result.model, data.test_input, cfg.top_k)
+    test = evaluate_top(top, data.test_target)
+    if curve_out is not None:
+        write_recall_curve(top, data.test_target, curve_out)
     metrics = {
         "valid": {k: _r(v) for k, v in result.valid.items()},
         "test": {k: _r(v) for k, v in test.items()},

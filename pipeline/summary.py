@@ -89,3 +89,14 @@ def _checkpoint(path: Path) -> dict[str, Any]:
         if isinstance(saved.get("config"), dict):
             out["config"] = saved["config"]
     return out
+
+
+def write_usage_csv(ids: pl.DataFrame, path: Path) -> None:
+    """CSV `level,codes_used,entropy_bits` of a semantic-ID frame (atomically)."""
+    from pipeline.artifacts import atomic_path
+
+    levels = sorted((c for c in ids.columns if c.startswith("code_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
+    usage = code_usage(ids, levels)["levels"]
+    with atomic_path(path) as tmp:
+        tmp.write_text("level,codes_used,entropy_bits\n" + "".join(
+            f"{c[5:]},{u['used']},{u['entropy_bits']}\n" for c, u in usage.items()))

@@ -28,8 +28,10 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.beam import ItemTrie
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.layout import PAD, Layout
@@ -128,13 +130,28 @@ def alignment_loss(model, first: torch.Tensor, second: torch.Tensor, cfg: AlignP
     return loss
 
 
+class Objective(torch.nn.Module):
+    """Both phases' losses as one module, so that DistributedDataParallel sees every forward."""
+
+    def __init__(self, model, align: AlignParams):
+        super().__init__()
+        self.model, self.align = model, align
+
+    def forward(self, phase: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if phase == "align":
+            return alignment_loss(self.model, a, b, self.align)
+        return seq2seq_loss(self.model, trimmed(a), b)
+
+
 # --- the loop ----------------------------------------------------------------------------------
 
 def fingerprint(seq_dir: Path, variant: VariantParams, rec: RecommenderParams) -> str:
     """Params + the sequences' bytes: a checkpoint resumes only the run it was written by."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CHECKPOINT_VERSION, "variant": variant.model_dump(), "rec": rec.model_dump()},
-                        sort_keys=True).encode())
+    run = {"v": CHECKPOINT_VERSION, "variant": variant.model_dump(), "rec": rec.model_dump()}
+    if distributed.world_size() > 1:  # a slice of each batch per rank: not the single-process run
+        run["world"] = distributed.world_size()
+    h.update(json.dumps(run, sort_keys=True).encode())
     for name in ("layout.json", "items.parquet", "train.parquet", "valid.parquet"):
         h.update((seq_dir / name).read_bytes())
     return h.hexdigest()[:16]
@@ -146,12 +163,17 @@ class Trainer:
     def __init__(self, seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
                  checkpoint: Path | None, live_dir: Path | None, progress: bool = False):
         self.cfg, self.variant = rec.train, variant
+        self.rank, self.world = distributed.init()
         self.layout = Layout.load(seq_dir / "layout.json")
         item_idx, self.tokens = read_items(seq_dir)
         self.trie = ItemTrie(self.tokens, item_idx)
         self.train = read_examples(seq_dir / "train.parquet")
         self.valid = self._valid_sample(read_examples(seq_dir / "valid.parquet"))
         self.model = build_model(rec.model, self.layout.vocab_size, self.cfg.seed)
+        if self.world > 1:
+            torch.manual_seed(self.cfg.seed + 1 + self.rank)  # each rank its own dropout draws
+        objective = Objective(self.model, variant.align)
+        self.objective = DistributedDataParallel(objective) if self.world > 1 else objective
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.checkpoint, self.progress = checkpoint, progress
         self.steps_per_epoch = math.ceil(len(self.train.labels) / self.cfg.batch_size)
@@ -162,7 +184,7 @@ class Trainer:
         self._new_optimizer("align")
         saved = load_checkpoint(checkpoint) if checkpoint else None
         history = self._restore(saved) if saved else []
-        self.tracker = Tracker(live_dir, history)
+        self.tracker = Tracker(live_dir if self.rank == 0 else None, history)
 
     def _valid_sample(self, ex: Examples) -> Examples:
         n = self.cfg.eval_users
@@ -184,7 +206,10 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint is None:
             return
-        save_checkpoint({"state": {k: v for k, v in self.state.items() if k != "best_state"},
+        rank_rng = distributed.gather(torch.get_rng_state())  # collective: every rank calls _save
+        if self.rank != 0:
+            return
+        save_checkpoint({"rank_rng": rank_rng, "state": {k: v for k, v in self.state.items() if k != "best_state"},
                          "best_state": self.state["best_state"], "model": self.model.state_dict(),
                          "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                          "rng": rng_state({"gen": self.gen}), "epoch_gen": self.epoch_gen,
@@ -197,6 +222,8 @@ class Trainer:
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
         set_rng_state(saved["rng"], {"gen": self.gen})
+        if len(saved.get("rank_rng", [])) == self.world > 1:
+            torch.set_rng_state(saved["rank_rng"][self.rank])
         self.epoch_gen = saved["epoch_gen"]
         return saved["history"]
 
@@ -256,7 +283,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.sched.step()
-        self.state["loss_sum"] += float(loss.detach())
+        self.state["loss_sum"] += distributed.mean(float(loss.detach()))
         self.state["loss_n"] += 1
 
     def _epoch_loss(self) -> float:
@@ -273,7 +300,8 @@ class Trainer:
                 self.tracker.log(self.state["step"], **{"align/loss": self._epoch_loss()})
                 self._save()
                 continue
-            self._step(alignment_loss(self.model, first[batch], second[batch], self.variant.align))
+            b = self._local(batch)
+            self._step(self.objective("align", first[b], second[b]))
         return self.state["epoch"] >= self.variant.align.epochs and self.state["batch"] == 0
 
     def _recommend(self) -> bool:
@@ -287,8 +315,8 @@ class Trainer:
                     break
                 self.model.train()
                 continue
-            ids = trimmed(self.train.input_ids[batch])
-            self._step(seq2seq_loss(self.model, ids, self.train.labels[batch]))
+            b = self._local(batch)
+            self._step(self.objective("train", self.train.input_ids[b], self.train.labels[b]))
             bar.update(1)
         bar.close()
         return self.state["done"] or self.state["epoch"] >= cfg.max_epochs and self.state["batch"] == 0
@@ -313,9 +341,21 @@ class Trainer:
         self._save()
         return stop
 
+    def _local(self, batch: torch.Tensor) -> torch.Tensor:
+        """This rank's slice of a global batch (all of it in a single process)."""
+        if self.world == 1:
+            return batch
+        part = batch.tensor_split(self.world)[self.rank]
+        return part if len(part) else batch[-1:]  # a last batch smaller than the world
+
     def evaluate(self, ex: Examples) -> dict[str, float]:
-        top, _ = recommend(self.model, self.trie, ex.input_ids, self.cfg.beam, self.cfg.top_k, self.cfg.eval_batch)
-        return evaluate_top(top.numpy(), ex.target)
+        """Validation metrics; with several ranks each decodes a slice of the users."""
+        idx = torch.arange(len(ex.target)).tensor_split(self.world)[self.rank]
+        top = np.zeros((0, self.cfg.top_k), dtype=np.int64)
+        if len(idx):
+            top = recommend(self.model, self.trie, ex.input_ids[idx], self.cfg.beam, self.cfg.top_k,
+                            self.cfg.eval_batch)[0].numpy()
+        return evaluate_top(np.concatenate(distributed.gather(top)), ex.target)
 
     def best_model(self):
         if self.state["best_state"] is not None:
@@ -335,12 +375,15 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
     if not trainer.run(stop_after_steps):
         return None
     model = trainer.best_model()
-    save_checkpoint({"config": model.config.to_dict(), "state_dict": model.state_dict()}, model_out)
     valid = trainer.evaluate(trainer.valid)
     report = {"valid": valid, "train": {
         "best_epoch": trainer.state["best_epoch"], "epochs": trainer.state["epoch"],
         "steps": trainer.state["step"], "seconds_this_run": round(time.perf_counter() - t0, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_examples": len(trainer.train.labels), "valid_users": len(trainer.valid.target)}}
-    write_json(report, metrics_out)
+    if trainer.world > 1:
+        report["train"]["processes"] = trainer.world
+    if trainer.rank == 0:
+        save_checkpoint({"config": model.config.to_dict(), "state_dict": model.state_dict()}, model_out)
+        write_json(report, metrics_out)
     return report

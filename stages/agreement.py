@@ -17,9 +17,12 @@ def agreement(
     ids_dir: Path = typer.Option(Path("data/semantic_ids"), help="Folder of <modality>.parquet semantic IDs."),
     modalities: str = typer.Option("text,image,fused", help="Comma-separated modalities to compare (two or more)."),
     out: Path = typer.Option(Path("metrics/modality_agreement.json"), help="Report (JSON)."),
+    usage_dir: Optional[Path] = typer.Option(None, help="Also write <modality>.csv of code usage per level here "
+                                                        "(the `dvc plots` codebook-usage plot)."),
 ) -> None:
     """Adjusted mutual information between the modalities' codes (and against ground truth, if given)."""
     from pipeline.agreement import modality_agreement, read_ids
+    from pipeline.summary import write_usage_csv
     cfg = load_section(params, "agreement", AgreementParams)
     names = [m.strip() for m in modalities.split(",") if m.strip()]
     if len(names) < 2:
@@ -32,5 +35,8 @@ def agreement(
         truth = pl.read_csv(cfg.ground_truth, infer_schema_length=0)
     report = modality_agreement(ids, truth)
     write_json(report, out)
+    if usage_dir is not None:
+        for m, frame in ids.items():
+            write_usage_csv(frame, usage_dir / f"{m}.csv")
     pairs = ", ".join(f"{k} {v:.3f}" for k, v in report["level_1"].items())
     typer.echo(f"agreement: first-level AMI {pairs} -> {out}", err=True)

@@ -11,7 +11,8 @@ import sys
 import typer
 
 from pipeline.errors import PipelineError
-from stages import agreement, download, embed, generate, ingest, inspect_cmd, quantize, recommend, recommender, sasrec
+from stages import (agreement, download, embed, evaluate, generate, ingest, inspect_cmd, quantize, recommend,
+                    sasrec, sequences, train)
 
 app = typer.Typer(
     help="Staged, cached pipeline for multimodal generative recommendation.",
@@ -25,10 +26,10 @@ app.command("download")(download.download)
 app.command("embed")(embed.embed)
 app.command("quantize")(quantize.quantize)
 app.command("agreement")(agreement.agreement)
-app.command("sequences")(recommender.sequences)
-app.command("train")(recommender.train)
-app.command("evaluate")(recommender.evaluate)
-app.command("compare")(recommender.compare)
+app.command("sequences")(sequences.sequences)
+app.command("train")(train.train)
+app.command("evaluate")(evaluate.evaluate)
+app.command("compare")(evaluate.compare)
 app.command("recommend")(recommend.recommend)
 app.command("inspect")(inspect_cmd.inspect)
 app.command("sasrec")(sasrec.sasrec)

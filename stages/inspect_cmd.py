@@ -12,8 +12,7 @@ def inspect(
     rows: int = typer.Option(5, min=0, help="How many rows of a Parquet file to show."),
     fmt: str = typer.Option("table", "--format", help="table | json"),
 ) -> None:
-    """Rows, schema and first rows of a Parquet file (code usage for semantic IDs), a folder's files,
-    a JSON file, or a checkpoint's config and size."""
+    """Summarise a stage output: Parquet (with code usage for semantic IDs), folder, JSON or checkpoint."""
     from pipeline.summary import summarize
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {fmt!r}; expected table or json", param_hint="--format")

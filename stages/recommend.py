@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from pipeline.params import RecommenderParams
-from stages.recommender import PARAMS, VARIANT, _section
+from stages.options import PARAMS, VARIANT, section
 
 
 def recommend(
@@ -32,7 +32,7 @@ def recommend(
         raise typer.BadParameter("give exactly one of --history and --user")
     if fmt not in ("table", "json"):
         raise typer.BadParameter(f"unknown format {fmt!r}; expected table or json", param_hint="--format")
-    rec: RecommenderParams = _section(params, "recommender", RecommenderParams)
+    rec: RecommenderParams = section(params, "recommender", RecommenderParams)
     r = Recommender.load(seq_dir or Path(f"data/sequences/{variant}"),
                          model or Path(f"models/recommender/{variant}.pt"), items)
     if user is not None:

@@ -17,8 +17,9 @@ def sasrec(
     live: Path = typer.Option(Path("dvclive/sasrec"), help="DVCLive folder for the training curves."),
     work_dir: Path = typer.Option(Path("data/cache/train"), help="Where the resumable checkpoint lives."),
     progress: bool = typer.Option(True, help="Show a progress bar over epochs."),
+    curve: Path = typer.Option(Path("reports/recall_at_k/sasrec.csv"), help="Test Recall@1..top_k as CSV."),
 ) -> None:
     """Train SASRec with early stopping on validation, then test once with the best weights."""
     from pipeline.sasrec import SASRecParams, run_sasrec
     cfg: SASRecParams = validate(SASRecParams, read_yaml(params).get("sasrec"), str(params), prefix="sasrec")
-    run_sasrec(splits, items, cfg, model, metrics, live, work_dir, progress=progress)
+    run_sasrec(splits, items, cfg, model, metrics, live, work_dir, progress=progress, curve_out=curve)

@@ -63,10 +63,13 @@ def test_stage_writes_report_and_names_missing_files(tmp_path, codes):
         ids_frame(c).write_parquet(ids_dir / f"{name}.parquet")
     (tmp_path / "params.yaml").write_text("agreement:\n  ground_truth: null\n")
     agreement(params=tmp_path / "params.yaml", ids_dir=ids_dir, modalities="text,image,fused",
-              out=tmp_path / "m.json")
+              out=tmp_path / "m.json", usage_dir=tmp_path / "usage")
     assert json.loads((tmp_path / "m.json").read_text())["fused_dominated_by"] == "text"
+    assert sorted(p.name for p in (tmp_path / "usage").iterdir()) == ["fused.csv", "image.csv", "text.csv"]
+    assert (tmp_path / "usage" / "text.csv").read_text().startswith("level,codes_used,entropy_bits\n1,")
     with pytest.raises(PipelineError, match="nope.parquet: semantic IDs not found"):
         read_ids(ids_dir / "nope.parquet")
     (tmp_path / "params.yaml").write_text("agreement:\n  ground_truth: missing.csv\n")
     with pytest.raises(PipelineError, match="agreement.ground_truth: missing.csv"):
-        agreement(params=tmp_path / "params.yaml", ids_dir=ids_dir, modalities="text,image", out=tmp_path / "m.json")
+        agreement(params=tmp_path / "params.yaml", ids_dir=ids_dir, modalities="text,image", out=tmp_path / "m.json",
+                  usage_dir=None)

@@ -174,7 +174,7 @@ def write_params(path: Path, section: dict) -> Path:
 
 def stage(tmp_path: Path, params: Path, splits: Path, items: Path) -> None:
     sasrec_stage(params=params, splits=splits, items=items, model=tmp_path / "m.pt", metrics=tmp_path / "m.json",
-                 live=tmp_path / "live", work_dir=tmp_path / "work", progress=False)
+                 live=tmp_path / "live", work_dir=tmp_path / "work", progress=False, curve=tmp_path / "curve.csv")
 
 
 def test_stage_reads_its_params_section(tmp_path):
@@ -184,6 +184,9 @@ def test_stage_reads_its_params_section(tmp_path):
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert metrics["train"]["epochs"] == 2
     assert load_sasrec(tmp_path / "m.pt").cfg.hidden == 16
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    assert curve[0] == "k,recall" and len(curve) == 1 + metrics["test"]["mrr_depth"]
+    assert float(curve[10].split(",")[1]) == pytest.approx(metrics["test"]["recall@10"], abs=1e-5)
 
 
 @pytest.mark.parametrize("section, key", [

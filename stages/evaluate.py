@@ -1,0 +1,52 @@
+"""`mgr evaluate --variant V` (test metrics of one trained variant) and `mgr compare` (the table)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from pipeline.artifacts import atomic_path, write_json
+from pipeline.errors import PipelineError
+from pipeline.params import RecommenderParams
+from stages.options import PARAMS, VARIANT, section
+
+
+def evaluate(
+    variant: str = VARIANT, params: Path = PARAMS,
+    seq_dir: Path = typer.Option(None, help="Sequences (default data/sequences/<variant>)."),
+    model: Path = typer.Option(None, help="Model (default models/recommender/<variant>.pt)."),
+    out: Path = typer.Option(None, help="Test metrics (default metrics/eval_<variant>.json)."),
+    curve: Path = typer.Option(None, help="Test Recall@1..top_k as CSV (default reports/recall_at_k/<variant>.csv)."),
+) -> None:
+    """Decode the test targets once with the best model; write the test metrics."""
+    from pipeline.evaluate import evaluate_variant
+    rec: RecommenderParams = section(params, "recommender", RecommenderParams)
+    report = evaluate_variant(seq_dir or Path(f"data/sequences/{variant}"),
+                              model or Path(f"models/recommender/{variant}.pt"), rec.train,
+                              curve_out=curve or Path(f"reports/recall_at_k/{variant}.csv"))
+    write_json(report, out or Path(f"metrics/eval_{variant}.json"))
+    t = report["test"]
+    typer.echo(f"evaluate[{variant}]: test recall@10 {t['recall@10']:.4f} ndcg@10 {t['ndcg@10']:.4f} "
+               f"({report['decoding']['users_per_s']} users/s)", err=True)
+
+
+def compare(
+    names: str = typer.Option("text,image,fused,lf,lfpp,sasrec", help="Comma-separated models, in table order."),
+    metrics_dir: Path = typer.Option(Path("metrics"), help="Where eval_<name>.json files are."),
+    out: Path = typer.Option(Path("metrics/eval.json"), help="Combined test metrics."),
+    report: Path = typer.Option(Path("reports/comparison.md"), help="Markdown comparison."),
+) -> None:
+    """Combine every model's test metrics into one JSON and a markdown table."""
+    from pipeline.evaluate import comparison
+    results = {}
+    for name in [n.strip() for n in names.split(",") if n.strip()]:
+        path = metrics_dir / f"eval_{name}.json"
+        if not path.is_file():
+            raise PipelineError(f"{path}: not found (run the evaluate stage for {name})")
+        results[name] = json.loads(path.read_text())["test"]
+    table, text = comparison(results)
+    write_json(table, out)
+    with atomic_path(report) as tmp:
+        tmp.write_text("# Variant comparison (test split, full ranking over all items)\n\n" + text)
+    typer.echo(text, err=True)
