@@ -9,11 +9,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import torch
 
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
-from pipeline.metrics import evaluate_top
+from pipeline.artifacts import atomic_path
+from pipeline.metrics import evaluate_top, target_ranks
 from pipeline.params import TrainParams
 from pipeline.recall_curve import write_recall_curve
 from pipeline.seq2seq import model_from_config, recommend
@@ -33,9 +35,10 @@ def load_recommender(path: Path):
 
 
 def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: str = "test",
-                     curve_out: Path | None = None) -> dict[str, Any]:
-    """Constrained beam search for every user of `split`; metrics plus decoding facts (and the
-    Recall@1..top_k curve as CSV, if `curve_out` is given)."""
+                     curve_out: Path | None = None, per_user_out: Path | None = None) -> dict[str, Any]:
+    """Constrained beam search for every user of `split`; metrics plus decoding facts. Optionally
+    the Recall@1..top_k curve (CSV) and per user the target, its rank (0 = not in the list) and
+    the top list (Parquet, for the notebooks: they never decode again)."""
     model = load_recommender(model_path)
     item_idx, tokens = read_items(seq_dir)
     trie = ItemTrie(tokens, item_idx)
@@ -46,6 +49,12 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
     top = top.numpy()
     if curve_out is not None:
         write_recall_curve(top, ex.target, curve_out)
+    if per_user_out is not None:
+        users = pl.read_parquet(seq_dir / f"{split}.parquet", columns=["user_idx"])["user_idx"]
+        frame = pl.DataFrame({"user_idx": users, "target": ex.target, "rank": target_ranks(top, ex.target),
+                              "top": top.tolist()}, schema_overrides={"top": pl.List(pl.Int64)})
+        with atomic_path(per_user_out) as tmp:
+            frame.write_parquet(tmp)
     return {split: evaluate_top(top, ex.target),
             "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k,
                          "seconds": round(seconds, 2), "users_per_s": round(len(ex.target) / seconds, 1),

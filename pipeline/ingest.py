@@ -147,7 +147,7 @@ def _report(cfg, reviews, meta, counts, inter, items, rounds) -> dict[str, Any]:
         },
         "params": {"min_interactions": cfg.min_interactions, "require_image": cfg.require_image},
         "read": {
-            "review_lines": reviews.lines, "reviews_parsed": len(reviews.user),
+            "review_lines": reviews.lines, "reviews_parsed": len(reviews),
             "meta_lines": meta.lines, "meta_records_used": len(meta.rows),
         },
         "skipped": dict(sorted(counts.skipped.items())),

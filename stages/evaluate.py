@@ -18,13 +18,15 @@ def evaluate(
     model: Path = typer.Option(None, help="Model (default models/recommender/<variant>.pt)."),
     out: Path = typer.Option(None, help="Test metrics (default metrics/eval_<variant>.json)."),
     curve: Path = typer.Option(None, help="Test Recall@1..top_k as CSV (default reports/recall_at_k/<variant>.csv)."),
+    per_user: Path = typer.Option(None, help="Per user: target, rank, top list (default reports/per_user/<variant>.parquet)."),
 ) -> None:
     """Decode the test targets once with the best model; write the test metrics."""
     from pipeline.evaluate import evaluate_variant
     rec: RecommenderParams = section(params, "recommender", RecommenderParams)
     report = evaluate_variant(seq_dir or Path(f"data/sequences/{variant}"),
                               model or Path(f"models/recommender/{variant}.pt"), rec.train,
-                              curve_out=curve or Path(f"reports/recall_at_k/{variant}.csv"))
+                              curve_out=curve or Path(f"reports/recall_at_k/{variant}.csv"),
+                              per_user_out=per_user or Path(f"reports/per_user/{variant}.parquet"))
     write_json(report, out or Path(f"metrics/eval_{variant}.json"))
     t = report["test"]
     typer.echo(f"evaluate[{variant}]: test recall@10 {t['recall@10']:.4f} ndcg@10 {t['ndcg@10']:.4f} "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 
 import pytest
 
@@ -135,3 +136,16 @@ def test_meta_unwanted_records_are_counted_not_parsed(tmp_path):
 def test_read_meta_image_urls(tmp_path):
     path = write_lines(tmp_path / "m.json", [meta_2014("B1"), repr({"asin": "B2", "title": "x"})])
     assert amazon.read_meta_image_urls(path) == {"B1": "http://img.test/B1.jpg", "B2": None}
+
+
+def test_reviews_move_into_chunks_in_file_order(tmp_path, monkeypatch):
+    """Parsed reviews leave the Python lists every CHUNK_ROWS rows; the frame is the file's order."""
+    monkeypatch.setattr(amazon, "CHUNK_ROWS", 3)
+    lines = [json.dumps({"reviewerID": f"U{i}", "asin": f"B{i % 4}", "overall": i % 5 + 1, "unixReviewTime": 100 + i})
+             for i in range(10)]
+    lines.insert(4, "not json")
+    r = amazon.read_reviews(write_lines(tmp_path / "r.json.gz", lines), "2014", Problems())
+    assert len(r._chunks) == 3 and len(r) == 10  # 3 + 3 + 3 moved, 1 still buffered
+    df = r.frame()
+    assert df["user_id"].to_list() == [f"U{i}" for i in range(10)] and df["line"].to_list() == list(range(10))
+    assert df["ts_ms"].to_list() == [(100 + i) * 1000 for i in range(10)]

@@ -24,7 +24,7 @@ def dvc(cwd: Path, *args: str) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    for name in ("dvc.yaml", "params.yaml", "pipeline", "stages"):
+    for name in ("dvc.yaml", "params.yaml", "pipeline", "stages", "notebooks"):
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
     (tmp_path / ".dvc").mkdir()
@@ -40,6 +40,19 @@ def project(tmp_path: Path) -> Path:
     params["sasrec"].update(epochs=2, hidden=16)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return tmp_path
+
+
+def run_notebooks(project: Path) -> None:
+    """Execute the notebooks on the tiny run's artifacts; a failing cell raises."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    for path in sorted((project / "notebooks").glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(nb, timeout=300, kernel_name="python3",
+                       resources={"metadata": {"path": str(path.parent)}}).execute()
+        errors = [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        assert not errors, (path.name, errors)
 
 
 def artifact_hashes(project: Path) -> dict[str, str]:
@@ -63,6 +76,10 @@ def test_repro_caches_and_reruns_only_what_changed(project: Path):
     assert list(table) == ["text", "image", "fused", "lf", "lfpp", "sasrec"]
     assert all(0 <= v["recall@10"] <= 1 for v in table.values())
     assert "lfpp over the best unimodal" in (project / "reports" / "comparison.md").read_text()
+    run_notebooks(project)
+    plots = dvc(project, "plots", "show", "--json")
+    for name in ("test_recall_at_k", "codebook_usage", "train_loss"):
+        assert name in plots
 
     out = dvc(project, "repro")
     assert "Running stage" not in out

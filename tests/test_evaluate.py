@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
@@ -32,8 +33,13 @@ def test_evaluation_returns_real_distinct_items(tmp_path):
     model = build_model(ModelParams(encoder_layers=1, decoder_layers=1, d_model=16, heads=2, d_kv=8, d_ff=32),
                         layout.vocab_size, seed=0)
     torch.save({"config": model.config.to_dict(), "state_dict": model.state_dict()}, tmp_path / "m.pt")
-    report = evaluate_variant(seq, tmp_path / "m.pt", TrainParams(beam=12, top_k=10, eval_batch=7))
+    report = evaluate_variant(seq, tmp_path / "m.pt", TrainParams(beam=12, top_k=10, eval_batch=7),
+                              per_user_out=tmp_path / "per_user.parquet")
     assert report["decoding"]["users"] == 40 and report["decoding"]["unfilled_slots"] == 0
+    per_user = pl.read_parquet(tmp_path / "per_user.parquet")
+    assert per_user.columns == ["user_idx", "target", "rank", "top"] and per_user.height == 40
+    assert per_user["user_idx"].to_list() == pl.read_parquet(seq / "test.parquet")["user_idx"].to_list()
+    assert ((per_user["rank"] > 0) & (per_user["rank"] <= 10)).mean() == pytest.approx(report["test"]["recall@10"])
     assert 0 <= report["test"]["recall@10"] <= 1 and report["test"]["mrr_depth"] == 10
     # an untrained model still only returns real items, each once per list
     from pipeline.beam import ItemTrie
