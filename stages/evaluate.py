@@ -38,8 +38,9 @@ def compare(
     metrics_dir: Path = typer.Option(Path("metrics"), help="Where eval_<name>.json files are."),
     out: Path = typer.Option(Path("metrics/eval.json"), help="Combined test metrics."),
     report: Path = typer.Option(Path("reports/comparison.md"), help="Markdown comparison."),
+    markdown: bool = typer.Option(False, help="Print the markdown instead of a terminal table."),
 ) -> None:
-    """Combine every model's test metrics into one JSON and a markdown table."""
+    """Combine every model's test metrics into one JSON and a markdown table; show it in the terminal."""
     from pipeline.evaluate import comparison
     results = {}
     for name in [n.strip() for n in names.split(",") if n.strip()]:
@@ -51,4 +52,16 @@ def compare(
     write_json(table, out)
     with atomic_path(report) as tmp:
         tmp.write_text("# Variant comparison (test split, full ranking over all items)\n\n" + text)
-    typer.echo(text, err=True)
+    if markdown:
+        typer.echo(text)
+        return
+    from rich.console import Console
+    from rich.table import Table
+    best = {m: max(v[m] for v in table.values()) for m in next(iter(table.values()))}
+    grid = Table("model", *best, title="Test metrics, full ranking over all items")
+    for name, row in table.items():
+        grid.add_row(name, *[f"[bold]{v:.4f}[/bold]" if v == best[m] else f"{v:.4f}" for m, v in row.items()])
+    console = Console()
+    console.print(grid)
+    for line in text.split("\n\n", 1)[1:]:
+        console.print(line.strip())

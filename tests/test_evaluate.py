@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import polars as pl
 import pytest
@@ -58,3 +60,20 @@ def test_missing_model_is_one_line_error(tmp_path):
     from pipeline.errors import PipelineError
     with pytest.raises(PipelineError, match="model not found"):
         evaluate_variant(tmp_path, tmp_path / "nope.pt", TrainParams())
+
+
+def test_compare_command_prints_a_table_and_writes_markdown(tmp_path):
+    from tests.test_cli import mgr
+    for name, r10 in (("text", 0.2), ("image", 0.1), ("lfpp", 0.3)):
+        row = {"recall@5": r10 / 2, "recall@10": r10, "ndcg@5": r10 / 4, "ndcg@10": r10 / 3, "mrr": r10 / 5}
+        (tmp_path / f"eval_{name}.json").write_text(json.dumps({"test": row}))
+    args = ("compare", "--names", "text,image,lfpp", "--metrics-dir", str(tmp_path),
+            "--out", str(tmp_path / "eval.json"), "--report", str(tmp_path / "cmp.md"))
+    res = mgr(*args)
+    assert res.returncode == 0, res.stderr
+    assert "┃ model" in res.stdout and "lfpp" in res.stdout and "recall@10: +50.0%" in res.stdout
+    assert "| lfpp | 0.1500 | 0.3000 |" in (tmp_path / "cmp.md").read_text()
+    res = mgr(*args, "--markdown")
+    assert res.stdout.startswith("| variant | recall@5 |")
+    res = mgr("compare", "--names", "text,nope", "--metrics-dir", str(tmp_path))
+    assert res.returncode == 2 and res.stderr.strip().startswith(f"error: {tmp_path / 'eval_nope.json'}: not found")
