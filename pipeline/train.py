@@ -13,7 +13,8 @@ batches), so little of the encoder's work goes to padding. The loop checkpoints 
 `checkpoint_every` steps and after every evaluation into `work_dir`: a killed run picks up
 from the last checkpoint and ends with the same weights and curves as an uninterrupted run,
 because the checkpoint holds the RNG states and the epoch's batch order is re-drawn from the
-generator state saved at the epoch's start.
+generator state saved at the epoch's start. Under torchrun the same loop runs data-parallel
+(pipeline/distributed.py).
 """
 from __future__ import annotations
 
