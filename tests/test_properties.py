@@ -107,3 +107,31 @@ def test_input_ids_spell_user_history_and_eos(trains, item_len, with_user):
         if with_user:
             assert 2 <= seq[0] < 52
 
+
+
+@SETTINGS
+@given(st.integers(0, 4000), st.binary(min_size=0, max_size=64))
+def test_ingest_stage_on_damaged_reviews_counts_in_the_report(tmp_path_factory, cut, junk):
+    """The whole ingest stage, fed a reviews file cut short and followed by random bytes: one-line
+    fatal error, or an output whose report counts the damage."""
+    from pipeline.ingest import ingest
+    from pipeline.params import DataParams
+    from tests.amazon_files import make_dataset
+
+    root = tmp_path_factory.mktemp("ingest")
+    paths = make_dataset(root, "2014")
+    whole = paths["reviews"].read_bytes()
+    assert whole[:2] == b"\x1f\x8b"  # gzipped
+    paths["reviews"].write_bytes(whole[:cut] + junk)
+    cfg = DataParams(reviews=str(paths["reviews"]), meta=str(paths["meta"]), images_dir=str(paths["images_dir"]))
+    try:
+        report = ingest(cfg, root / "out", progress=False)
+    except PipelineError as err:
+        assert "\n" not in str(err)
+        return
+    damage = report["skipped"].get("reviews_truncated_file", 0) + report["skipped"].get(
+        "reviews_corrupt_compressed_data", 0)
+    if cut < len(whole):  # the gzip stream ends early (or the junk breaks it): counted once
+        assert damage == 1
+    else:  # whole file, then junk: counted once, or nothing if gzip reads it as padding
+        assert damage <= 1 and report["read"]["reviews_parsed"] >= 1
