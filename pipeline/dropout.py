@@ -52,11 +52,11 @@ class Dropout(nn.Module):
 
 
 def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-              attention_mask: torch.Tensor | None, scaling: float | None = None, dropout_p: float = 0.0,
+              attention_mask: torch.Tensor | None, scaling: float | None = None,
               position_bias: torch.Tensor | None = None, **kwargs):
     """T5's attention (scores + position bias + mask, softmax, dropout, weighted sum). With dropout
     in training it is computed here, since SDPA's CPU dropout is the slow path; otherwise SDPA."""
-    p = kwargs.pop("dropout", dropout_p)
+    p = kwargs.pop("dropout", 0.0)  # transformers passes the rate as `dropout`, this module's function name
     if not module.training or p == 0.0:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0,
                                       scaling=scaling, position_bias=position_bias, **kwargs)

@@ -17,9 +17,10 @@ import torch
 
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
+from pipeline.evaluate import load_recommender
 from pipeline.layout import Layout
 from pipeline.seq2seq import recommend
-from pipeline.sequences import input_ids, read_splits
+from pipeline.sequences import input_ids, read_splits, row_lookup
 from pipeline.train import read_items
 
 
@@ -40,16 +41,13 @@ class Recommender:
 
     @classmethod
     def load(cls, seq_dir: Path, model_path: Path, items_path: Path) -> "Recommender":
-        from pipeline.evaluate import load_recommender
-
         layout_path = Path(seq_dir) / "layout.json"
         if not layout_path.is_file():
             raise PipelineError(f"{layout_path}: not found (run the sequences stage for this variant)")
         layout = Layout.load(layout_path)
         item_idx, tokens = read_items(Path(seq_dir))
         items = _read(items_path, "items").select("item_idx", "item_id", "title")
-        row_of_item = np.full(int(max(items["item_idx"].max(), item_idx.max())) + 1, -1, dtype=np.int64)
-        row_of_item[item_idx] = np.arange(len(item_idx))
+        row_of_item = row_lookup(item_idx, int(items["item_idx"].max()) + 1)
         return cls(load_recommender(model_path), layout, tokens, row_of_item, ItemTrie(tokens, item_idx), items)
 
     def item_indices(self, asins: list[str]) -> list[int]:

@@ -103,8 +103,7 @@ def build_sequences(splits_path: Path, ids_dir: Path, modalities: list[str], tra
     items, levels = item_codes(ids_dir, modalities)
     layout, tokens = build_layout(items, modalities, levels, transition, user_buckets, history)
     n_rows = int(max(splits["train"].list.max().max() or 0, splits["valid"].max(), splits["test"].max())) + 1
-    row_of_item = np.full(max(n_rows, int(items["item_idx"].max()) + 1), -1, dtype=np.int64)
-    row_of_item[items["item_idx"].to_numpy()] = np.arange(items.height)
+    row_of_item = row_lookup(items["item_idx"].to_numpy(), n_rows)
 
     parts = {"train": train_prefixes(splits, history),
              "valid": eval_rows(splits, history, "valid"),
@@ -125,6 +124,13 @@ def build_sequences(splits_path: Path, ids_dir: Path, modalities: list[str], tra
                             "mean_history": round(float(rows["history"].list.len().mean() or 0.0), 3)}
         write_json(report, tmp / "report.json")
     return report
+
+
+def row_lookup(item_idx: np.ndarray, size: int = 0) -> np.ndarray:
+    """item index -> its row in `item_idx` (-1 for indices not there), at least `size` long."""
+    lookup = np.full(max(size, int(item_idx.max(initial=-1)) + 1), -1, dtype=np.int64)
+    lookup[item_idx] = np.arange(len(item_idx))
+    return lookup
 
 
 def _flat(lists: pl.Series) -> np.ndarray:

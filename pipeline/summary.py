@@ -52,10 +52,15 @@ def _parquet(path: Path, rows: int) -> dict[str, Any]:
         raise PipelineError(f"{path}: not a readable Parquet file ({type(err).__name__})") from None
     out: dict[str, Any] = {"kind": "parquet", "path": str(path), "rows": df.height,
                            "schema": {c: str(t) for c, t in df.schema.items()}, "head": df.head(rows)}
-    levels = sorted((c for c in df.columns if c.startswith("code_")), key=lambda c: int(c[5:]) if c[5:].isdigit() else 0)
+    levels = code_levels(df)
     if levels and df.height:
         out["codes"] = code_usage(df, levels)
     return out
+
+
+def code_levels(ids: pl.DataFrame) -> list[str]:
+    """The level columns of a semantic-ID frame (`code_1`, `code_2`, ...), in level order."""
+    return sorted((c for c in ids.columns if c.startswith("code_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
 
 
 def code_usage(ids: pl.DataFrame, levels: list[str]) -> dict[str, Any]:
@@ -95,8 +100,7 @@ def write_usage_csv(ids: pl.DataFrame, path: Path) -> None:
     """CSV `level,codes_used,entropy_bits` of a semantic-ID frame (atomically)."""
     from pipeline.artifacts import atomic_path
 
-    levels = sorted((c for c in ids.columns if c.startswith("code_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
-    usage = code_usage(ids, levels)["levels"]
+    usage = code_usage(ids, code_levels(ids))["levels"]
     with atomic_path(path) as tmp:
         tmp.write_text("level,codes_used,entropy_bits\n" + "".join(
             f"{c[5:]},{u['used']},{u['entropy_bits']}\n" for c, u in usage.items()))
