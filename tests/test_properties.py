@@ -11,7 +11,7 @@ import polars as pl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipeline.amazon import parse_object, read_reviews
+from pipeline.amazon import parse_object, read_meta, read_reviews
 from pipeline.errors import PipelineError, Problems
 from pipeline.layout import EOS, Layout, Position
 from pipeline.sequences import input_ids, train_prefixes
@@ -76,6 +76,31 @@ def test_truncated_or_corrupt_gzip_is_counted(tmp_path, cut, seed):
         assert damaged == 1  # the damage is counted once; the lines before it are kept
     else:
         assert damaged == 0 and len(reviews.user) == 200
+
+META = st.fixed_dictionaries({"asin": st.sampled_from([f"B{i}" for i in range(6)]),
+                              "title": st.text(max_size=20), "imUrl": st.just("http://x/i.jpg")},
+                             optional={"description": st.text(max_size=30),
+                                       "categories": st.lists(st.lists(st.text(max_size=5), max_size=2), max_size=2)})
+
+
+@SETTINGS
+@given(st.lists(st.one_of(META.map(lambda d: repr(d).encode()), JUNK), min_size=1, max_size=30),
+       st.one_of(st.none(), st.sets(st.sampled_from([f"B{i}" for i in range(6)]))))
+def test_every_meta_line_is_used_or_counted(tmp_path, lines, wanted):
+    """2014 meta lines (Python literals) mixed with junk: each line becomes a record, is counted
+    unused (an item no review wants), or is counted as a problem; never an uncaught exception."""
+    path = tmp_path / "meta.json"
+    path.write_bytes(b"\n".join(b.replace(b"\n", b" ") for b in lines) + b"\n")
+    problems = Problems()
+    try:
+        meta = read_meta(path, "2014", wanted, problems)
+    except PipelineError as err:
+        assert "\n" not in str(err)
+        return
+    assert meta.lines == sum(bool(b.replace(b"\n", b" ").strip()) for b in lines)
+    assert len(meta.rows) + meta.unused + sum(problems.values()) == meta.lines
+    assert wanted is None or set(meta.rows) <= wanted
+
 
 HISTORIES = st.lists(st.lists(st.integers(0, 9), min_size=0, max_size=12), min_size=1, max_size=15)
 
