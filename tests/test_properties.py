@@ -24,7 +24,8 @@ GOOD = st.fixed_dictionaries({"reviewerID": st.text(min_size=1, max_size=8), "as
 # Junk never starts with the gzip magic: a first line that did would make the reader treat the whole
 # (plain) file as gzip, which is a different test (below).
 JUNK = st.one_of(st.binary(max_size=40).filter(lambda b: not b.startswith(b"\x1f")),
-                 st.dictionaries(st.text(max_size=5), st.integers(-2**63, 2**63 - 1), max_size=3).map(orjson.dumps), st.just(b'{"reviewerID": "u"}'), st.just(b"{'asin': 1"))
+                 st.dictionaries(st.text(max_size=5), st.integers(-2**63, 2**63 - 1), max_size=3).map(orjson.dumps),
+                 st.just(b'{"reviewerID": "u"}'), st.just(b"{'asin': 1"))
 
 
 @SETTINGS
