@@ -8,7 +8,7 @@ DistributedDataParallel averages the gradients, so a step equals the single-proc
 whole batch, up to float summation order (and dropout draws, which differ per rank).
 Validation users are split across ranks and their top lists gathered. Rank 0 alone writes
 checkpoints, curves and the model. A checkpoint holds every rank's RNG state, so a killed
-multi-process run also resumes exactly.
+multi-process run resumes each rank's dropout stream where it stopped.
 """
 from __future__ import annotations
 
