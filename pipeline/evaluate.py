@@ -12,9 +12,9 @@ from typing import Any
 import polars as pl
 import torch
 
+from pipeline.artifacts import atomic_path
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
-from pipeline.artifacts import atomic_path
 from pipeline.metrics import evaluate_top, target_ranks
 from pipeline.params import TrainParams
 from pipeline.recall_curve import write_recall_curve

@@ -47,6 +47,7 @@ from pipeline.checkpoint import save_checkpoint
 from pipeline.errors import PipelineError
 from pipeline.params import QuantizeParams
 from pipeline.rqvae import RQVAE, RQVAEConfig, nearest
+from pipeline.summary import level_usage
 from pipeline.vectors import read_vectors
 
 KMEANS_ITERS = 20
@@ -231,17 +232,14 @@ def code_metrics(codes: np.ndarray, dedup: np.ndarray, recon_mse: float, codeboo
     over log2 K. collision_rate: share of items whose L-tuple another item has too (before dedup);
     first_code_shared: the same for the level-1 code alone; dedup_levels: max dedup + 1.
     """
-    n, levels = codes.shape
+    n = len(codes)
     usage = {}
-    for level in range(levels):
-        count = np.bincount(codes[:, level], minlength=codebook_size)
-        p = count[count > 0] / max(n, 1)
-        bits = float(-(p * np.log2(p)).sum())
-        usage[f"level_{level + 1}"] = {
-            "used": int((count > 0).sum()),
-            "used_fraction": _r((count > 0).sum() / codebook_size),
-            "entropy_bits": _r(bits),
-            "entropy_normalized": _r(bits / math.log2(codebook_size)),
+    for level, u in enumerate(level_usage(codes, codebook_size), start=1):
+        usage[f"level_{level}"] = {
+            "used": u["used"],
+            "used_fraction": _r(u["used"] / codebook_size),
+            "entropy_bits": _r(u["entropy_bits"]),
+            "entropy_normalized": _r(u["entropy_bits"] / math.log2(codebook_size)),
         }
     _, group, size = np.unique(codes, axis=0, return_inverse=True, return_counts=True)
     shared_tuple = size[group.reshape(-1)] > 1
