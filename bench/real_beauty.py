@@ -1,7 +1,7 @@
 """The text variant (TIGER) and SASRec on the real Amazon 2014 Beauty data, next to TIGER's numbers.
 
     python bench/real_beauty.py [--data ../shared/data/amazon2014/Beauty] [--work /tmp/real_beauty]
-                                [--epochs 10] [--set recommender.train.lr=0.005 ...]
+                                [--epochs 10] [--set recommender.train.lr=0.005 ...] [--no-train]
 
 Runs the stage commands a user runs, in a work folder, with this repo's params.yaml plus the
 overrides below (the embedded default's sizes are for 2.5k items; these are for Beauty's 12k):
@@ -10,7 +10,9 @@ all-MiniLM-L6-v2), `quantize --modality text` (TIGER's 3 x 256 codes), `sequence
 and `evaluate --variant text`, and `sasrec`. Model selection uses validation only; the test
 split is decoded once, by `evaluate` and at the end of `sasrec`. Writes
 bench/results/real_beauty.json: test metrics, TIGER's published ones, the params used, wall time
-per stage. Stages whose outputs are in the work folder are not rerun (delete it to start over).
+per stage (kept in the work folder's wall_s.json across invocations). Stages whose outputs are
+in the work folder are not rerun (delete it to start over); `--no-train` runs all but the text
+variant's training and evaluation, which a later invocation adds.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ MGR = str(Path(sys.executable).parent / "mgr")
 PUBLISHED = {"tiger": {"recall@5": .0454, "ndcg@5": .0321, "recall@10": .0648, "ndcg@10": .0384},
              "sasrec": {"recall@5": .0387, "ndcg@5": .0249, "recall@10": .0605, "ndcg@10": .0318}}
 OVERRIDES = {
+    "embed.text.fields": ["title", "categories"],  # TIGER's text: title, price, category, brand
     "quantize.text.codebook_size": 256,  # TIGER's; 64 is for the embedded 2.5k items
     "recommender.train.batch_size": 256,  # TIGER's
     "recommender.train.lr": 0.005,
@@ -51,7 +54,7 @@ def set_key(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
-def run(name: str, args: list[str], done: Path, wall: dict) -> None:
+def run(name: str, args: list[str], done: Path, wall: dict, wall_file: Path) -> None:
     if done.exists():
         print(f"{name}: {done} exists, not rerun", file=sys.stderr)
         return
@@ -61,6 +64,17 @@ def run(name: str, args: list[str], done: Path, wall: dict) -> None:
         sys.exit(f"mgr {args[0]} failed:\n{res.stderr[-3000:]}")
     print(res.stderr.strip()[-2000:], file=sys.stderr)
     wall[name] = round(time.perf_counter() - t0, 1)
+    wall_file.write_text(json.dumps(wall))  # a later invocation that skips this stage still reports it
+
+
+def train_and_evaluate(p: Path, seq: Path, w: Path, wall: dict, wall_file: Path) -> None:
+    run("train", ["train", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
+                  "--model", str(w / "text.pt"), "--metrics", str(w / "train_text.json"),
+                  "--live", str(w / "dvclive" / "text"), "--work-dir", str(w / "cache"), "--no-progress"],
+        w / "text.pt", wall, wall_file)
+    run("evaluate", ["evaluate", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
+                     "--model", str(w / "text.pt"), "--out", str(w / "eval_text.json"),
+                     "--curve", str(w / "recall_at_k_text.csv")], w / "eval_text.json", wall, wall_file)
 
 
 def main() -> None:
@@ -69,6 +83,8 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/real_beauty"))
     ap.add_argument("--epochs", type=int, default=10, help="recommender.train.max_epochs")
     ap.add_argument("--set", nargs="*", default=[], help="more params overrides, key=value (YAML values)")
+    ap.add_argument("--no-train", action="store_true",
+                    help="the data stages and SASRec only (a later run trains and evaluates the text variant)")
     args = ap.parse_args()
     w = args.work
     (w / "no_images").mkdir(parents=True, exist_ok=True)
@@ -80,32 +96,30 @@ def main() -> None:
     p = w / "params.yaml"
     p.write_text(yaml.safe_dump(params, sort_keys=False))
     ing, seq = w / "ingested", w / "sequences" / "text"
-    wall: dict[str, float] = {}
+    wall_file = w / "wall_s.json"
+    wall: dict[str, float] = json.loads(wall_file.read_text()) if wall_file.exists() else {}
     run("ingest", ["ingest", "--reviews", str(args.data / "reviews_Beauty_5.json.gz"),
                    "--meta", str(args.data / "meta_Beauty.json.gz"), "--no-require-image",
-                   "--images-dir", str(w / "no_images"), "--out", str(ing), "--no-progress"], ing, wall)
+                   "--images-dir", str(w / "no_images"), "--out", str(ing), "--no-progress"], ing, wall, wall_file)
     run("embed_text", ["embed", "--modality", "text", "--params", str(p), "--items", str(ing / "items.parquet"),
                        "--out-dir", str(w / "embeddings"), "--work-dir", str(w / "cache"), "--no-progress"],
-        w / "embeddings" / "text.parquet", wall)
+        w / "embeddings" / "text.parquet", wall, wall_file)
     run("quantize_text", ["quantize", "--modality", "text", "--params", str(p),
                           "--embeddings", str(w / "embeddings" / "text.parquet"),
                           "--out", str(w / "semantic_ids" / "text.parquet"), "--model", str(w / "rqvae_text.pt"),
                           "--metrics", str(w / "quantize_text.json"), "--no-progress"],
-        w / "semantic_ids" / "text.parquet", wall)
+        w / "semantic_ids" / "text.parquet", wall, wall_file)
     run("sequences", ["sequences", "--variant", "text", "--params", str(p), "--splits", str(ing / "splits.parquet"),
-                      "--ids-dir", str(w / "semantic_ids"), "--out", str(seq)], seq, wall)
-    run("train", ["train", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
-                  "--model", str(w / "text.pt"), "--metrics", str(w / "train_text.json"),
-                  "--live", str(w / "dvclive" / "text"), "--work-dir", str(w / "cache"), "--no-progress"],
-        w / "text.pt", wall)
-    run("evaluate", ["evaluate", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
-                     "--model", str(w / "text.pt"), "--out", str(w / "eval_text.json"),
-                     "--curve", str(w / "recall_at_k_text.csv")], w / "eval_text.json", wall)
+                      "--ids-dir", str(w / "semantic_ids"), "--out", str(seq)], seq, wall, wall_file)
+    if not args.no_train:
+        train_and_evaluate(p, seq, w, wall, wall_file)
     run("sasrec", ["sasrec", "--params", str(p), "--splits", str(ing / "splits.parquet"),
                    "--items", str(ing / "items.parquet"), "--model", str(w / "sasrec.pt"),
                    "--metrics", str(w / "eval_sasrec.json"), "--live", str(w / "dvclive" / "sasrec"),
                    "--work-dir", str(w / "cache"), "--curve", str(w / "recall_at_k_sasrec.csv"), "--no-progress"],
-        w / "eval_sasrec.json", wall)
+        w / "eval_sasrec.json", wall, wall_file)
+    if args.no_train:
+        return
     text, sasrec = (json.loads((w / f"eval_{m}.json").read_text()) for m in ("text", "sasrec"))
     train = json.loads((w / "train_text.json").read_text())
     result = {
@@ -117,7 +131,7 @@ def main() -> None:
         "published": PUBLISHED,
         "text_train": train["train"], "text_valid": train["valid"], "sasrec_train": sasrec["train"],
         "decoding": text.get("decoding"),
-        "wall_s_this_run": wall,
+        "wall_s": wall,
     }
     out = ROOT / "bench" / "results" / "real_beauty.json"
     out.write_text(json.dumps(result, indent=2) + "\n")

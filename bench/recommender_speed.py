@@ -9,7 +9,9 @@ speed does not depend on what the weights learned):
   step, as a fraction of the matmul peak measured in the same run (a 2048^2 fp32 matmul);
 - the same with torch's own dropout (transformers' T5 as it comes), for the before/after ratio;
 - beam search: users/s at the params' beam and top_k over `--users` validation users, with the
-  one-token cached decoder and with the plain full forward pass per step (the reference).
+  one-token cached decoder and with the plain full forward pass per step (the reference), both
+  on batches of users sorted by history length (as `seq2seq.recommend` decodes), and the
+  decoder's FLOP/s (FlopCounterMode on one batch) as a fraction of the matmul peak.
 Median of `--runs` runs each. Writes bench/results/recommender_speed.json.
 """
 from __future__ import annotations
@@ -21,6 +23,7 @@ import os
 import statistics
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,7 +37,8 @@ from ingest_beauty import cpu_model  # noqa: E402
 from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
 from pipeline.layout import PAD, Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
-from pipeline.seq2seq import build_model, encoder_inputs, seq2seq_loss, step_function  # noqa: E402
+from pipeline.seq2seq import (TiedHead, build_model, encoder_inputs, output_offset, seq2seq_loss,  # noqa: E402
+                              step_function)
 from pipeline.train import batch_order, read_examples, read_items, trimmed  # noqa: E402
 
 
@@ -57,6 +61,10 @@ def plain_t5(model):
                                                    if k != "_attn_implementation"}))
     plain.set_attn_implementation("sdpa")
     plain.end_positions = model.end_positions
+    if isinstance(model.lm_head, TiedHead):
+        plain.lm_head = TiedHead(plain.shared, model.lm_head.offset)
+    elif model.lm_head.weight is not model.shared.weight:
+        plain.lm_head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=False)
     plain.load_state_dict(model.state_dict())
     return plain
 
@@ -105,24 +113,37 @@ def full_forward_step(model, input_ids, beam):
 
 
 @torch.inference_mode()
-def beam_speed(model, trie, ids, beam, k, batch, runs, make_step) -> dict:
+def beam_speed(model, trie, ids, beam, k, batch, runs, make_step, peak: float, sort: bool = True) -> dict:
     model.eval()
+    if sort:  # longest first, as recommend() decodes
+        ids = ids[(ids != PAD).sum(1).argsort(descending=True, stable=True)]
+
+    def decode(users):
+        for s in range(0, len(users), batch):
+            b = users[s:s + batch]
+            b = b[:, : int((b != PAD).sum(1).max())]
+            constrained_beam_search(make_step(model, b, beam), trie, len(b), beam, k, output_offset(model))
+
+    with FlopCounterMode(display=False) as counter:
+        decode(ids)
+    flops_per_user = counter.get_total_flops() / len(ids)
     rates = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        for s in range(0, len(ids), batch):
-            b = ids[s:s + batch]
-            b = b[:, : int((b != PAD).sum(1).max())]
-            constrained_beam_search(make_step(model, b, beam), trie, len(b), beam, k)
+        decode(ids)
         rates.append(len(ids) / (time.perf_counter() - t0))
-    return {"users_per_s": round(statistics.median(rates), 1), "runs": [round(r, 1) for r in rates]}
+    users_per_s = statistics.median(rates)
+    return {"users_per_s": round(users_per_s, 1), "runs": [round(r, 1) for r in rates],
+            "mflop_per_user": round(flops_per_user / 1e6, 1),
+            "fraction_of_matmul_peak": round(users_per_s * flops_per_user / peak, 3)}
 
 
 def bench_variant(name: str, params, args, peak: float) -> dict:
     seq_dir = ROOT / "data" / "sequences" / name
     layout = Layout.load(seq_dir / "layout.json")
     rec = params.recommender
-    model = build_model(rec.model, layout.vocab_size, rec.train.seed)
+    first = layout.first_item_token if rec.model.item_output else 0
+    model = build_model(rec.model, layout.vocab_size, rec.train.seed, first)
     ex = read_examples(seq_dir / "train.parquet")
     out = {"item_len": layout.item_len, "vocab": layout.vocab_size}
     ours = train_speed(model, ex, rec.train.batch_size, args.steps, args.runs)
@@ -135,11 +156,19 @@ def bench_variant(name: str, params, args, peak: float) -> dict:
     trie = ItemTrie(tokens, item_idx)
     ids = read_examples(seq_dir / "valid.parquet").input_ids[: args.users]
     cfg = rec.train
-    out["beam"] = beam_speed(model, trie, ids, cfg.beam, cfg.top_k, cfg.eval_batch, args.runs, step_function)
+    speed = partial(beam_speed, trie=trie, beam=cfg.beam, k=cfg.top_k, runs=args.runs, peak=peak)
+    out["beam"] = speed(model, ids=ids, batch=cfg.eval_batch, make_step=step_function)
+    # Before/after: users in file order (no length sorting); the output layer over item tokens only.
+    out["beam_unsorted"] = speed(model, ids=ids, batch=cfg.eval_batch, make_step=step_function, sort=False)
+    other = rec.model.model_copy(update={"item_output": not rec.model.item_output})
+    other_head = build_model(other, layout.vocab_size, rec.train.seed, layout.first_item_token * other.item_output)
+    out[f"beam_item_output_{other.item_output}"] = speed(other_head, ids=ids, batch=cfg.eval_batch,
+                                                         make_step=step_function)
     ref_ids = ids[: max(args.users // 8, 32)]  # the reference is slow: fewer users
-    out["beam_full_forward"] = beam_speed(model, trie, ref_ids, cfg.beam, cfg.top_k, 32, args.runs,
-                                          full_forward_step)
+    out["beam_full_forward"] = speed(model, ids=ref_ids, batch=32, make_step=full_forward_step)
     out["beam_speedup"] = round(out["beam"]["users_per_s"] / out["beam_full_forward"]["users_per_s"], 2)
+    for before in ("beam_unsorted", f"beam_item_output_{other.item_output}"):
+        out[f"beam_speedup_over_{before[5:]}"] = round(out["beam"]["users_per_s"] / out[before]["users_per_s"], 2)
     return out
 
 

@@ -18,7 +18,7 @@ Dense rows make "which children may follow each beam" one gather; the price is n
 int32 per depth (100k items, 256 codes: about 100 MB at the deepest level, usually much less
 as the last position is the narrow dedup range).
 
-Scores are sums of log_softmax over the full vocabulary, so a score is the model's
+Scores are sums of log_softmax over the model's whole output layer, so a score is the model's
 log-probability of the item's ID, comparable across queries and with a brute-force ranking.
 """
 from __future__ import annotations
@@ -127,13 +127,15 @@ class ItemTrie:
 
 @torch.no_grad()
 def constrained_beam_search(step_fn: StepFn, trie: ItemTrie, n_queries: int, beam: int,
-                            k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                            k: int, first_token: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k real items per query by the model's log-probability of their ID, best first.
 
     step_fn(prefix (n_queries*beam, t) long, parent (n_queries*beam,) long or None) returns logits
     (n_queries*beam, vocab). Rows are query-major (row q*beam + j is beam j of query q); parent[r]
     is the row of the previous step's layout that row r extends, for a step_fn that keeps a
     KV cache to reorder (None at the first step, where every row has the empty prefix).
+    Logit column j stands for token `first_token` + j (a model whose output layer leaves out
+    tokens no item holds, such as user tokens).
 
     Returns (items (n_queries, k) int64, scores (n_queries, k) float32); -1 and -inf where fewer
     than k items could be reached.
@@ -142,20 +144,22 @@ def constrained_beam_search(step_fn: StepFn, trie: ItemTrie, n_queries: int, bea
         raise ValueError(f"beam ({beam}) must be >= k ({k})")
     if n_queries < 1 or k < 1:
         raise ValueError(f"n_queries and k must be >= 1, got {n_queries} and {k}")
+    if min(trie.lo) < first_token:
+        raise ValueError(f"the trie holds token {min(trie.lo)}, below the logits' first token {first_token}")
     rows = n_queries * beam
     # The device is the logits' device, only known after the first call; the empty prefix is on CPU.
     prefix = torch.zeros((rows, 0), dtype=torch.long)
     parent: torch.Tensor | None = None
     for d in range(trie.depth):
         logits = step_fn(prefix, parent)
-        need = trie.lo[d] + trie.width[d]
+        need = trie.lo[d] + trie.width[d] - first_token
         if logits.ndim != 2 or logits.shape[0] != rows or logits.shape[1] < need:
             raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)} at depth {d}, "
                              f"need ({rows}, >= {need})")
         if d == 0:
             scores, nodes = _start(n_queries, beam, logits.device)
             prefix = prefix.to(logits.device)
-        scores, nodes, tokens, parent = _step(trie, d, beam, logits, scores, nodes)
+        scores, nodes, tokens, parent = _step(trie, d, beam, logits, scores, nodes, first_token)
         prefix = torch.cat([prefix[parent], tokens[:, None]], dim=1)
 
     scores = scores.view(n_queries, beam)[:, :k]  # topk keeps beams sorted, best first
@@ -175,7 +179,7 @@ def _start(n_queries: int, beam: int, device: torch.device) -> tuple[torch.Tenso
 
 
 def _step(trie: ItemTrie, d: int, beam: int, logits: torch.Tensor, scores: torch.Tensor,
-          nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+          nodes: torch.Tensor, first_token: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Extend every beam by one token at depth d: keep each query's `beam` best (beam, child) pairs.
 
     Returns the new beam scores, node ids, chosen tokens and parent rows, all (n_queries*beam,).
@@ -184,8 +188,8 @@ def _step(trie: ItemTrie, d: int, beam: int, logits: torch.Tensor, scores: torch
     """
     lo, width = trie.lo[d], trie.width[d]
     n_queries = scores.numel() // beam
-    # Normalise over the full vocabulary, so that the sum is the model's log-probability of the ID.
-    logp = F.log_softmax(logits.float(), dim=-1)[:, lo:lo + width]
+    # Normalise over the whole output layer, so that the sum is the model's log-probability of the ID.
+    logp = F.log_softmax(logits.float(), dim=-1)[:, lo - first_token:lo - first_token + width]
     # Dead beams keep a valid node id (see below), so the child rows can be gathered unchecked.
     nxt = trie._on(logits.device)[0][d][nodes]
     cand = torch.where(nxt >= 0, logp + scores[:, None], float("-inf"))

@@ -5,6 +5,9 @@ atomically under `work_dir/<modality>-<fingerprint>/`, so a killed run resumes w
 stopped; the fingerprint covers the encoder params and the input, so a chunk is reused only
 for exactly the input and settings that produced it. Items without usable input are
 skipped and counted by kind. Reports carry no timings: same input, byte-identical output.
+
+Under torchrun the chunk files are the shards: rank r of N encodes chunks r, r+N, ..., and
+rank 0 merges all of them after a barrier into the same file a single process writes.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
+from pipeline import distributed
 from pipeline.artifacts import atomic_path
 from pipeline.errors import PipelineError, Problems
 from pipeline.params import FusedEmbedParams
@@ -48,41 +52,49 @@ class Chunk:
 # --- embedding one modality ------------------------------------------------------------
 
 def embed_items(modality: str, items: pl.DataFrame, cfg: Any, out: Path, work_dir: Path,
-                progress: bool = True) -> dict[str, Any]:
-    """Encode `items` (the ingested items frame) for `modality` (text | image) into `out`."""
+                progress: bool = True) -> dict[str, Any] | None:
+    """Encode `items` (the ingested items frame) for `modality` (text | image) into `out`.
+    Returns the report; under torchrun, only on rank 0 (the others return None, writing nothing
+    but their chunks)."""
     if modality not in INPUT_COLUMN:
         raise ValueError(f"embed_items: modality must be text or image, got {modality!r}")
-    inputs = input_frame(modality, items)
+    rank, world = distributed.init()
+    inputs = input_frame(modality, items, getattr(cfg, "fields", None))
     encoder = _load_encoder(modality, cfg)
-    print(f"embed {modality}: {cfg.encoder} {cfg.model}, weights {encoder.weights.label()}, "
-          f"dim {encoder.dim}, {inputs.height} items", file=sys.stderr)
+    if rank == 0:
+        print(f"embed {modality}: {cfg.encoder} {cfg.model}, weights {encoder.weights.label()}, "
+              f"dim {encoder.dim} on {encoder.device}, {inputs.height} items, {world} process(es)", file=sys.stderr)
 
     chunk_dir = Path(work_dir) / f"{modality}-{fingerprint(modality, cfg, encoder.weights.describe(), inputs)}"
-    run = _ChunkRunner(modality, encoder, cfg, progress, total=inputs.height)
-    chunks, resumed = [], 0
+    paths = [chunk_dir / f"chunk-{i:05d}.parquet" for i in range(-(-inputs.height // cfg.chunk_size))]
+    mine = range(rank, len(paths), world)
+    run = _ChunkRunner(modality, encoder, cfg, progress and rank == 0,
+                       total=sum(min(cfg.chunk_size, inputs.height - i * cfg.chunk_size) for i in mine))
+    resumed = 0
     t0 = time.perf_counter()
     try:
-        for i, start in enumerate(range(0, inputs.height, cfg.chunk_size)):
-            path = chunk_dir / f"chunk-{i:05d}.parquet"
-            if path.is_file():
-                chunk = read_chunk(path)
-                run.bar.update(len(chunk.item_idx) + sum(chunk.skipped.values()))
+        for i in mine:
+            if paths[i].is_file():
                 resumed += 1
+                run.bar.update(min(cfg.chunk_size, inputs.height - i * cfg.chunk_size))
             else:
-                chunk = run(inputs.slice(start, cfg.chunk_size))
-                write_chunk(path, chunk)
-            chunks.append(chunk)
+                write_chunk(paths[i], run(inputs.slice(i * cfg.chunk_size, cfg.chunk_size)))
     finally:
         run.close()
     seconds = time.perf_counter() - t0
+    counts = distributed.gather((run.items_done, resumed, seconds))
+    distributed.barrier()  # every shard written
+    if rank != 0:
+        return None
 
-    item_idx, item_id, matrix, skipped = _concat(chunks, encoder.dim)
+    item_idx, item_id, matrix, skipped = _concat([read_chunk(p) for p in paths], encoder.dim)
     if len(item_idx) == 0 and inputs.height:
         raise PipelineError(f"embed.{modality}: no item has a usable {INPUT_COLUMN[modality]} ({skipped.kinds()})")
     write_vectors(out, item_idx, item_id, matrix)
     shutil.rmtree(chunk_dir, ignore_errors=True)
 
-    computed = run.items_done
+    computed, resumed = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    seconds = max(c[2] for c in counts)
     rate = f"{computed / seconds:.1f} items/s" if computed and seconds > 0 else "nothing computed"
     print(f"embed {modality}: {len(item_idx)} vectors -> {out} ({rate}; {resumed} chunk(s) resumed)",
           file=sys.stderr)
@@ -96,15 +108,44 @@ def embed_items(modality: str, items: pl.DataFrame, cfg: Any, out: Path, work_di
     }
 
 
-def input_frame(modality: str, items: pl.DataFrame) -> pl.DataFrame:
-    """item_idx, item_id and the modality's input as `value`, in item_idx order."""
-    column = INPUT_COLUMN[modality]
-    missing = [c for c in ("item_idx", "item_id", column) if c not in items.columns]
+def input_frame(modality: str, items: pl.DataFrame, fields: list[str] | None = None) -> pl.DataFrame:
+    """item_idx, item_id and the modality's input as `value`, in item_idx order. Text: the
+    `fields` composed by `item_texts`, or the ingested `text` column when None."""
+    columns = fields if modality == "text" and fields else [INPUT_COLUMN[modality]]
+    missing = [c for c in ("item_idx", "item_id", *columns) if c not in items.columns]
     if missing:
-        raise PipelineError(f"items: column {missing[0]!r} missing (is this data/ingested/items.parquet?)")
-    return (items.select(pl.col("item_idx").cast(pl.Int32), pl.col("item_id").cast(pl.String),
-                         pl.col(column).cast(pl.String).alias("value"))
-            .sort("item_idx"))
+        key = " (embed.text.fields)" if missing[0] in (fields or []) else ""
+        raise PipelineError(f"items: column {missing[0]!r}{key} missing (is this data/ingested/items.parquet?)")
+    value = item_texts(items, fields) if columns == fields else items[columns[0]].cast(pl.String)
+    return (items.select(pl.col("item_idx").cast(pl.Int32), pl.col("item_id").cast(pl.String))
+            .with_columns(value.alias("value")).sort("item_idx"))
+
+
+LABELS = {"brand": "Brand: ", "categories": "Category: "}
+
+
+def item_texts(items: pl.DataFrame, fields: list[str]) -> pl.Series:
+    """One text per item from `fields` in order; empty fields are left out.
+
+    Title and description read as they are, brand and categories with a label (the encoder
+    should know a category path is not part of the name). A part follows the previous one
+    after ". ", or a space when that one ends a sentence: [title, description] is exactly
+    ingestion's `text` column.
+    """
+    columns = [items[f].to_list() for f in fields]
+    texts = []
+    for row in zip(*columns):
+        parts = []
+        for name, value in zip(fields, row):
+            if name == "categories":
+                value = "; ".join(v for v in (value or []) if v)
+            if value and value.strip():
+                parts.append(LABELS.get(name, "") + value.strip())
+        text = ""
+        for part in parts:
+            text = part if not text else f"{text}{' ' if text[-1] in '.!?' else '. '}{part}"
+        texts.append(text or None)
+    return pl.Series(texts, dtype=pl.String)
 
 
 def _load_encoder(modality: str, cfg: Any):

@@ -12,6 +12,7 @@ from typing import Any
 import polars as pl
 import torch
 
+from pipeline import distributed
 from pipeline.artifacts import atomic_path
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
@@ -25,13 +26,13 @@ UNIMODAL = ("text", "image")
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr")
 
 
-def load_recommender(path: Path):
+def load_recommender(path: Path, device: torch.device | str = "cpu"):
     if not Path(path).is_file():
         raise PipelineError(f"{path}: model not found (run the train stage)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model = model_from_config(saved["config"])
     model.load_state_dict(saved["state_dict"])
-    return model.eval()
+    return model.to(device).eval()
 
 
 def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: str = "test",
@@ -39,7 +40,7 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
     """Constrained beam search for every user of `split`; metrics plus decoding facts. Optionally
     the Recall@1..top_k curve (CSV) and per user the target, its rank (0 = not in the list) and
     the top list (Parquet, for the notebooks: they never decode again)."""
-    model = load_recommender(model_path)
+    model = load_recommender(model_path, distributed.device())
     item_idx, tokens = read_items(seq_dir)
     trie = ItemTrie(tokens, item_idx)
     ex = read_examples(seq_dir / f"{split}.parquet")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pipeline import distributed
 from pipeline.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from pipeline.weights import load_open_clip
 
@@ -32,6 +33,8 @@ class ImageEncoder:
     def __init__(self, cfg: Any, key: str = KEY):
         clip = load_open_clip(key, cfg)
         self.model, self.preprocess, self.weights = clip.model, clip.preprocess, clip.weights
+        self.device = distributed.device()  # MGR_DEVICE; decoding and preprocessing stay on the CPU
+        self.model.to(self.device)
         self.dim = int(self.encode(self.preprocess(Image.new("RGB", (8, 8))).unsqueeze(0)).shape[1])
 
     def load_image(self, path: str | Path) -> torch.Tensor:
@@ -40,7 +43,7 @@ class ImageEncoder:
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        return self.model.encode_image(batch).float().numpy()
+        return self.model.encode_image(batch.to(self.device)).float().cpu().numpy()
 
 
 def decode_rgb(path: Path) -> Image.Image:

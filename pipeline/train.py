@@ -14,7 +14,8 @@ batches), so little of the encoder's work goes to padding. The loop checkpoints 
 from the last checkpoint and ends with the same weights and curves as an uninterrupted run,
 because the checkpoint holds the RNG states and the epoch's batch order is re-drawn from the
 generator state saved at the epoch's start. Under torchrun the same loop runs data-parallel
-(pipeline/distributed.py).
+(pipeline/distributed.py), on the device that `distributed.device()` names (MGR_DEVICE).
+The data stay on the CPU; each batch moves to the device as it is used.
 """
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ from pipeline.params import AlignParams, RecommenderParams, TrainParams, Variant
 from pipeline.seq2seq import build_model, encode, info_nce, pooled, recommend, seq2seq_loss
 from pipeline.tracking import Tracker
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: the output layer follows tie_embeddings and item_output
 WINDOW = 50  # batches per length-sorting window
 
 
@@ -170,11 +171,16 @@ class Trainer:
         self.trie = ItemTrie(self.tokens, item_idx)
         self.train = read_examples(seq_dir / "train.parquet")
         self.valid = self._valid_sample(read_examples(seq_dir / "valid.parquet"))
-        self.model = build_model(rec.model, self.layout.vocab_size, self.cfg.seed)
+        self.device = distributed.device()
+        first = self.layout.first_item_token if rec.model.item_output else 0
+        self.model = build_model(rec.model, self.layout.vocab_size, self.cfg.seed, first).to(self.device)
         if self.world > 1:
             torch.manual_seed(self.cfg.seed + 1 + self.rank)  # each rank its own dropout draws
         objective = Objective(self.model, variant.align)
-        self.objective = DistributedDataParallel(objective) if self.world > 1 else objective
+        if self.world > 1:
+            on_gpu = [self.device.index] if self.device.type == "cuda" else None
+            objective = DistributedDataParallel(objective, device_ids=on_gpu)
+        self.objective = objective
         self.gen = torch.Generator().manual_seed(self.cfg.seed)
         self.checkpoint, self.progress = checkpoint, progress
         self.steps_per_epoch = math.ceil(len(self.train.labels) / self.cfg.batch_size)
@@ -207,11 +213,11 @@ class Trainer:
     def _save(self) -> None:
         if self.checkpoint is None:
             return
-        rank_rng = distributed.gather(torch.get_rng_state())  # collective: every rank calls _save
+        rank_rng = distributed.gather(distributed.rng_state().cpu())  # collective: every rank calls _save
         if self.rank != 0:
             return
         save_checkpoint({"rank_rng": rank_rng, "state": {k: v for k, v in self.state.items() if k != "best_state"},
-                         "best_state": self.state["best_state"], "model": self.model.state_dict(),
+                         "best_state": self.state["best_state"], "model": cpu_state(self.model),
                          "opt": self.opt.state_dict(), "sched": self.sched.state_dict(),
                          "rng": rng_state({"gen": self.gen}), "epoch_gen": self.epoch_gen,
                          "history": self.tracker.history}, self.checkpoint)
@@ -223,8 +229,8 @@ class Trainer:
         self.opt.load_state_dict(saved["opt"])
         self.sched.load_state_dict(saved["sched"])
         set_rng_state(saved["rng"], {"gen": self.gen})
-        if len(saved.get("rank_rng", [])) == self.world > 1:
-            torch.set_rng_state(saved["rank_rng"][self.rank])
+        if len(saved.get("rank_rng", [])) == self.world > 1 or self.device.type == "cuda":
+            distributed.set_rng_state(saved["rank_rng"][self.rank])
         self.epoch_gen = saved["epoch_gen"]
         return saved["history"]
 
@@ -302,7 +308,7 @@ class Trainer:
                 self._save()
                 continue
             b = self._local(batch)
-            self._step(self.objective("align", first[b], second[b]))
+            self._step(self.objective("align", self._on(first[b]), self._on(second[b])))
         return self.state["epoch"] >= self.variant.align.epochs and self.state["batch"] == 0
 
     def _recommend(self) -> bool:
@@ -317,7 +323,7 @@ class Trainer:
                 self.model.train()
                 continue
             b = self._local(batch)
-            self._step(self.objective("train", self.train.input_ids[b], self.train.labels[b]))
+            self._step(self.objective("train", self._on(self.train.input_ids[b]), self._on(self.train.labels[b])))
             bar.update(1)
         bar.close()
         return self.state["done"] or self.state["epoch"] >= cfg.max_epochs and self.state["batch"] == 0
@@ -332,7 +338,7 @@ class Trainer:
             metrics.update({f"valid/{k}": v for k, v in valid.items() if k != "mrr_depth"})
             if valid[cfg.select_on] > self.state["best"]:
                 self.state.update(best=valid[cfg.select_on], best_epoch=epoch, bad_evals=0,
-                                  best_state={k: v.clone() for k, v in self.model.state_dict().items()})
+                                  best_state={k: v.clone() for k, v in cpu_state(self.model).items()})
             else:
                 self.state["bad_evals"] += 1
                 stop = self.state["bad_evals"] >= cfg.patience
@@ -341,6 +347,9 @@ class Trainer:
             self.state["done"] = True
         self._save()
         return stop
+
+    def _on(self, batch: torch.Tensor) -> torch.Tensor:
+        return batch.to(self.device, non_blocking=True)
 
     def _local(self, batch: torch.Tensor) -> torch.Tensor:
         """This rank's slice of a global batch (all of it in a single process)."""
@@ -364,6 +373,14 @@ class Trainer:
         return self.model
 
 
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as CPU tensors (the same tensors on a CPU run), so files load anywhere."""
+    state = model.state_dict()
+    for k, v in state.items():
+        state[k] = v.cpu()  # in place: the dict keeps its `_metadata`, and its file its bytes
+    return state
+
+
 def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams, model_out: Path,
                   metrics_out: Path, live_dir: Path | None, work_dir: Path, progress: bool = False,
                   stop_after_steps: int | None = None) -> dict[str, Any] | None:
@@ -385,6 +402,6 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
     if trainer.world > 1:
         report["train"]["processes"] = trainer.world
     if trainer.rank == 0:
-        save_checkpoint({"config": model.config.to_dict(), "state_dict": model.state_dict()}, model_out)
+        save_checkpoint({"config": model.config.to_dict(), "state_dict": cpu_state(model)}, model_out)
         write_json(report, metrics_out)
     return report

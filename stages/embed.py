@@ -22,7 +22,10 @@ def embed(
     ),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Encode item text or images (open_clip / transformers), or fuse the two (early fusion)."""
+    """Encode item text or images (open_clip / transformers), or fuse the two (early fusion).
+
+    Runs on MGR_DEVICE (auto: a GPU when torch sees one). Under `torchrun --nproc_per_node N` the
+    processes split the chunks and rank 0 merges them (`--work-dir` must be shared)."""
     if modality not in MODALITIES:
         raise typer.BadParameter(f"must be one of {', '.join(MODALITIES)} (got {modality!r})", param_hint="--modality")
     cfg: EmbedParams = load_section(params, "embed", EmbedParams)
@@ -42,6 +45,8 @@ def embed(
             raise PipelineError(f"{items}: items file not found (run `mgr ingest` first)")
         report = embed_items(modality, pl.read_parquet(items), getattr(cfg, modality), out, work_dir,
                              progress=progress)
+        if report is None:  # another rank than 0 under torchrun: rank 0 merges and reports
+            return
     write_json(report, out_dir / f"{modality}_report.json")
     typer.echo(f"embed {modality}: {report['items_out']} items x {report['dim']} -> {out} "
                f"({time.perf_counter() - t0:.2f} s)", err=True)

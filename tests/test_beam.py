@@ -116,6 +116,22 @@ def test_exact_with_full_beam():
     torch.testing.assert_close(scores, expected.gather(1, order), atol=1e-5, rtol=0)
 
 
+def test_logits_may_start_at_a_later_token():
+    """A model whose output layer leaves out the tokens below `first_token` gives the same search."""
+    codes = make_codes(30, 3, 4, seed=5) + 6  # every token >= 6
+    model = HashedModel(3, 20, 3, seed=6)
+    full = constrained_beam_search(model, ItemTrie(codes), 3, beam=5, k=5)
+
+    def shifted(prefix, parent):
+        logits = model(prefix, parent)
+        return torch.cat([logits[:, 6:], logits[:, :6].logsumexp(1, keepdim=True)], 1)  # same normaliser
+    found, scores = constrained_beam_search(shifted, ItemTrie(codes), 3, beam=5, k=5, first_token=6)
+    assert found.tolist() == full[0].tolist()
+    torch.testing.assert_close(scores, full[1])
+    with pytest.raises(ValueError, match="below the logits' first token"):
+        constrained_beam_search(shifted, ItemTrie(codes - 1), 3, beam=5, k=5, first_token=6)
+
+
 def test_small_beam_returns_real_items_with_true_scores():
     codes = make_codes(40, 4, 3, seed=3)
     n_queries = 6

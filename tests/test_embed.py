@@ -37,7 +37,7 @@ def items(tmp_path) -> pl.DataFrame:
              str(good[3])]
     frame = pl.DataFrame({
         "item_idx": pl.Series(range(7), dtype=pl.Int32), "item_id": [f"B{i:09d}" for i in range(7)],
-        "text": TEXTS, "image_path": paths,
+        "text": TEXTS, "title": TEXTS, "description": [None] * 7, "image_path": paths,
     })
     return frame.reverse()  # input order must not matter: outputs are sorted by item_idx
 
@@ -152,7 +152,7 @@ def test_changed_input_does_not_reuse_chunks(tiny_bert, items, tmp_path, monkeyp
         embed_items("text", items, cfg, tmp_path / "out.parquet", tmp_path / "work", progress=False)
     monkeypatch.undo()
     changed = items.with_columns(pl.when(pl.col("item_idx") == 0).then(pl.lit("blue cream"))
-                                 .otherwise(pl.col("text")).alias("text"))
+                                 .otherwise(pl.col("title")).alias("title"))
     report = embed_items("text", changed, cfg, tmp_path / "out.parquet", tmp_path / "work", progress=False)
     assert report["resumed_chunks"] == 0
     report = embed_items("text", items, text_cfg(tiny_bert, chunk_size=2, batch_size=1),
@@ -168,7 +168,7 @@ def _crash_after_first(write):
 
 
 def test_no_usable_input_is_a_one_line_error(tiny_bert, items, tmp_path):
-    blank = items.with_columns(pl.lit(None, dtype=pl.String).alias("text"))
+    blank = items.with_columns(pl.lit(None, dtype=pl.String).alias("title"))
     with pytest.raises(PipelineError, match=r"^embed\.text: no item has a usable text \(text_empty=7\)$"):
         embed_items("text", blank, text_cfg(tiny_bert), tmp_path / "t.parquet", tmp_path / "work", progress=False)
     with pytest.raises(PipelineError, match=r"column 'image_path' missing"):
@@ -259,3 +259,37 @@ def test_command_errors(tmp_path):
     with pytest.raises(PipelineError, match=r"text\.parquet: embeddings file not found"):
         embed_command(modality="fused", params=params, items=tmp_path / "items.parquet", out_dir=tmp_path,
                       work_dir=tmp_path, progress=False)
+
+
+def test_item_text_recipe_from_fields():
+    items = pl.DataFrame({
+        "title": ["Red lipstick", "Shampoo!", None, "Cream"],
+        "description": ["Soft.", "For oily hair", None, "  "],
+        "categories": [["Beauty > Makeup > Lips"], ["Beauty > Hair", "Beauty > Bath"], [], None],
+        "brand": ["Acme", None, None, "Dove"],
+    }, schema_overrides={"categories": pl.List(pl.String)})
+    assert embed_mod.item_texts(items, ["title", "description"]).to_list() == [
+        "Red lipstick. Soft.", "Shampoo! For oily hair", None, "Cream"]
+    assert embed_mod.item_texts(items, ["title", "categories", "brand"]).to_list() == [
+        "Red lipstick. Category: Beauty > Makeup > Lips. Brand: Acme",
+        "Shampoo! Category: Beauty > Hair; Beauty > Bath", None, "Cream. Brand: Dove"]
+    assert embed_mod.item_texts(items, ["brand", "title"]).to_list()[0] == "Brand: Acme. Red lipstick"
+
+
+def test_text_fields_choose_what_is_embedded(tiny_bert, items, tmp_path):
+    items = items.with_columns(pl.lit("Acme").alias("brand"))
+    a = embed_items("text", items, text_cfg(tiny_bert), tmp_path / "a.parquet", tmp_path / "work", progress=False)
+    b = embed_items("text", items, text_cfg(tiny_bert, fields=["brand"]),
+                    tmp_path / "b.parquet", tmp_path / "work", progress=False)
+    assert a["items_out"] == 5 and b["items_out"] == 7  # every item has a brand; two have no title
+    _, va = read_vectors(tmp_path / "a.parquet")
+    _, vb = read_vectors(tmp_path / "b.parquet")
+    np.testing.assert_allclose(vb[0], vb[1], rtol=1e-6)  # the same text, "Brand: Acme", for all
+    assert not np.array_equal(va[0], vb[0])
+    with pytest.raises(ValueError, match="listed twice"):
+        text_cfg(tiny_bert, fields=["title", "title"])
+    with pytest.raises(ValueError):
+        text_cfg(tiny_bert, fields=["price"])
+    with pytest.raises(PipelineError, match=r"column 'brand' \(embed.text.fields\) missing"):
+        embed_items("text", items.drop("brand"), text_cfg(tiny_bert, fields=["brand"]), tmp_path / "c.parquet",
+                    tmp_path / "work", progress=False)

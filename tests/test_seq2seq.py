@@ -5,7 +5,11 @@ import torch
 
 from pipeline.layout import PAD
 from pipeline.params import ModelParams
-from pipeline.seq2seq import build_model, distance_from_end, encoder_inputs, model_from_config, step_function
+import torch.nn.functional as F
+
+from pipeline.beam import ItemTrie
+from pipeline.seq2seq import (build_model, distance_from_end, encoder_inputs, model_from_config, recommend,
+                              seq2seq_loss, step_function)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -40,12 +44,13 @@ def test_step_function_matches_the_full_forward_pass(tie, end_positions):
     torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("tie", [False, True])
-def test_cached_decoding_with_reordered_beams_matches_the_full_forward_pass(tie):
+@pytest.mark.parametrize("tie,offset", [(False, 0), (True, 0), (False, 20), (True, 20)])
+def test_cached_decoding_with_reordered_beams_matches_the_full_forward_pass(tie, offset):
     """Step by step as the beam search calls it: one new token per row, rows re-drawn from parents
     (beams die and split), the first step shared by a query's beams. Every step's logits equal
     the plain forward pass over the whole reordered prefix."""
-    model = build_model(ModelParams(**TINY, tie_embeddings=tie, end_positions=16), 50, seed=0).eval()
+    model = build_model(ModelParams(**TINY, tie_embeddings=tie, end_positions=16), 50, seed=0, output_offset=offset)
+    model.eval()
     ids, beam = _inputs(), 4
     rows = ids.shape[0] * beam
     g = torch.Generator().manual_seed(2)
@@ -85,3 +90,59 @@ def test_plain_t5_has_no_position_table():
     assert not hasattr(model, "end_positions")
     ids = _inputs()
     torch.testing.assert_close(encoder_inputs(model, ids), model.shared(ids))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_output_layer_covers_the_item_tokens_only(tie):
+    """The head scores tokens >= offset only: tied, it is the embedding rows of those tokens (one
+    weight, saved once); untied, its own weight starting as those rows. It survives a save/load,
+    and the loss is the cross-entropy over those tokens alone."""
+    params = ModelParams(**TINY, end_positions=16, tie_embeddings=tie)
+    model = build_model(params, 50, seed=0, output_offset=20)
+    names = [n for n, _ in model.named_parameters()]
+    assert ("lm_head.weight" in names) == (not tie) and "shared.weight" in names
+    ids = _inputs()
+    hidden = torch.randn(3, 32)
+    torch.testing.assert_close(model.lm_head(hidden), hidden @ model.shared.weight[20:].T)
+    again = model_from_config(model.config.to_dict())
+    again.load_state_dict(model.state_dict())  # strict: the head's shape comes from the config
+    labels = torch.randint(20, 50, (ids.shape[0], 3), generator=torch.Generator().manual_seed(3))
+    model.eval()
+    dec = torch.cat([torch.full((len(labels), 1), PAD), labels[:, :-1]], dim=1)
+    with torch.no_grad():
+        logits = model(inputs_embeds=encoder_inputs(model, ids), attention_mask=ids != PAD,
+                       decoder_input_ids=dec).logits
+        assert logits.shape == (5, 3, 30)
+        expected = F.cross_entropy(logits.flatten(0, 1), (labels - 20).flatten())
+        torch.testing.assert_close(seq2seq_loss(model, ids, labels), expected)
+        torch.testing.assert_close(seq2seq_loss(again.eval(), ids, labels), expected)
+    loss = seq2seq_loss(model.train(), ids, labels)
+    loss.backward()  # tied: the output layer's gradient reaches the embedding rows of item tokens only
+    if tie:
+        assert model.shared.weight.grad[20:].abs().sum() > 0
+
+
+def test_loss_without_offset_is_transformers_own():
+    full = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0).eval()
+    ids = _inputs()
+    labels = torch.randint(20, 50, (ids.shape[0], 3), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        ref = full(inputs_embeds=encoder_inputs(full, ids), attention_mask=ids != PAD, labels=labels).loss
+        torch.testing.assert_close(seq2seq_loss(full, ids, labels), ref)
+
+
+def test_recommend_decodes_longest_first_and_returns_rows_in_order():
+    """Batches of similar length change nothing: each row's list is the one it gets decoded alone."""
+    model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0, output_offset=20).eval()
+    g = torch.Generator().manual_seed(4)
+    codes = torch.stack([torch.randint(20, 30, (12,), generator=g), torch.randint(30, 40, (12,), generator=g),
+                         torch.randint(40, 50, (12,), generator=g)], 1).unique(dim=0)
+    trie = ItemTrie(codes)
+    ids = torch.randint(2, 50, (7, 12), generator=g)
+    for row, length in enumerate([3, 12, 5, 9, 1, 12, 7]):
+        ids[row, length:] = PAD
+    top, scores = recommend(model, trie, ids, beam=6, k=4, batch_size=3)
+    for row in range(len(ids)):
+        alone, alone_scores = recommend(model, trie, ids[row:row + 1], beam=6, k=4, batch_size=1)
+        assert top[row].tolist() == alone[0].tolist()
+        torch.testing.assert_close(scores[row], alone_scores[0], atol=1e-5, rtol=1e-5)

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from pipeline.params import AlignParams, ModelParams, RecommenderParams, TrainParams, VariantParams
-from pipeline.seq2seq import build_model, info_nce
+from pipeline.layout import Layout
+from pipeline.seq2seq import build_model, info_nce, model_from_config
 from pipeline.sequences import build_sequences
 from pipeline.train import Trainer, batch_order, lr_factor, pad_lists, train_variant
 from tests.recsys_data import write_tiny_dataset
@@ -118,3 +119,18 @@ def test_model_is_built_from_config_without_pretrained_weights():
     again = build_model(TINY, vocab_size=50, seed=0)
     assert model.config.vocab_size == 50 and model.config.num_layers == 1
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_item_output_trains_a_head_over_item_tokens_only(seqs, tmp_path, tie):
+    params = RecommenderParams(model=TINY.model_copy(update={"item_output": True, "tie_embeddings": tie}),
+                               train=rec(max_epochs=1).train)
+    report = train_variant(seqs["text"], VariantParams(modalities=["text"]), params, tmp_path / "m.pt",
+                           tmp_path / "m.json", None, tmp_path / "work")
+    first = Layout.load(seqs["text"] / "layout.json").first_item_token
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert saved["config"]["output_offset"] == first > 0 and saved["config"]["untied_output"] == (not tie)
+    model = model_from_config(saved["config"])
+    model.load_state_dict(saved["state_dict"])
+    assert model.lm_head(torch.zeros(1, 32)).shape == (1, model.config.vocab_size - first)
+    assert 0 <= report["valid"]["recall@10"] <= 1

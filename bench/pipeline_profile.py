@@ -1,0 +1,94 @@
+"""Every stage of `dvc repro` on the embedded default, one at a time: wall time and peak RSS.
+
+    python bench/pipeline_profile.py [--repo .] [--noop-runs 3] [--only STAGE ...]
+
+Runs the stages in the order `dvc repro --dry --force` lists them, each as
+`dvc repro --single-item --force <stage>` under /usr/bin/time, whose peak RSS is the largest
+of dvc's process and the stage's command (the kernel reports the maximum over a process and
+the children it waited for). So a stage's figure is at least dvc's own (~150 MiB), and its
+time includes dvc's start-up (about a second). Then the median of `--noop-runs` no-op
+`dvc repro` runs. This reruns the whole pipeline in `--repo` (about 20 minutes on 2 cores)
+and leaves its outputs and dvc.lock updated, as `dvc repro --force` would. `data/cache` (the
+resumable state of unfinished, and the checkpoints of finished, training runs) is deleted first:
+a stage that finds its finished checkpoint there returns at once, which is not a fresh run.
+`--only` re-measures the named stages and replaces their rows in the results file.
+Writes bench/results/pipeline_profile.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from ingest_beauty import cpu_model  # noqa: E402
+
+
+def stage_order(repo: Path) -> list[str]:
+    out = subprocess.run(["dvc", "repro", "--dry", "--force"], cwd=repo, capture_output=True, text=True, check=True)
+    return re.findall(r"Running stage '([^']+)'", out.stdout)
+
+
+def timed(cmd: list[str], repo: Path) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of `cmd`, which must succeed."""
+    res = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], cwd=repo, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    seconds, kib = res.stderr.strip().splitlines()[-1].split()
+    return float(seconds), int(kib) / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repo", type=Path, default=ROOT)
+    ap.add_argument("--noop-runs", type=int, default=3)
+    ap.add_argument("--only", nargs="*", help="re-measure these stages only, updating the results file")
+    args = ap.parse_args()
+    repo = args.repo.resolve()
+    out = ROOT / "bench" / "results" / "pipeline_profile.json"
+    shutil.rmtree(repo / "data" / "cache", ignore_errors=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
+                            text=True).stdout.strip()
+    if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
+                      text=True).stdout.strip():
+        commit += " + uncommitted changes"
+    old = {s["stage"]: s for s in json.loads(out.read_text())["stages"]} if args.only else {}
+    stages = []
+    for name in stage_order(repo):
+        if args.only and name not in args.only:
+            stages.append(old[name])
+            continue
+        seconds, rss = timed(["dvc", "repro", "--single-item", "--force", name], repo)
+        stages.append({"stage": name, "seconds": round(seconds, 1), "peak_rss_mib": round(rss)})
+        if args.only:
+            stages[-1]["remeasured"] = dt.date.today().isoformat()
+        print(f"{name:20s} {seconds:8.1f} s {rss:8.0f} MiB", flush=True)
+    total = sum(s["seconds"] for s in stages)
+    noop = [timed(["dvc", "repro"], repo)[0] for _ in range(args.noop_runs)]
+    by_kind: dict[str, float] = {}
+    for s in stages:
+        kind = s["stage"].split("@")[0]
+        by_kind[kind] = round(by_kind.get(kind, 0.0) + s["seconds"], 1)
+    result = {
+        "what": "dvc repro of the embedded default, stage by stage (bench/pipeline_profile.py)",
+        "date": dt.date.today().isoformat(), "commit": commit,
+        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+        "runs": 1, "end_to_end_seconds": round(total, 1),  # the stages' sum, dvc start-ups included
+        "peak_rss_mib": max(s["peak_rss_mib"] for s in stages),
+        "seconds_by_kind": by_kind, "stages": stages,
+        "noop_repro_seconds": round(statistics.median(noop), 2), "noop_repro_runs": [round(x, 2) for x in noop],
+    }
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "stages"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
