@@ -36,7 +36,6 @@ MGR = str(Path(sys.executable).parent / "mgr")
 PUBLISHED = {"tiger": {"recall@5": .0454, "ndcg@5": .0321, "recall@10": .0648, "ndcg@10": .0384},
              "sasrec": {"recall@5": .0387, "ndcg@5": .0249, "recall@10": .0605, "ndcg@10": .0318}}
 OVERRIDES = {
-    "embed.text.fields": ["title", "categories"],  # TIGER's text: title, price, category, brand
     "quantize.text.codebook_size": 256,  # TIGER's; 64 is for the embedded 2.5k items
     "recommender.train.batch_size": 256,  # TIGER's
     "recommender.train.lr": 0.005,

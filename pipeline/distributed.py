@@ -27,7 +27,7 @@ import torch.distributed as dist
 from pipeline.errors import PipelineError
 
 DEVICES = ("auto", "cpu", "cuda")
-# Ranks wait at a barrier for the slowest one: after a resume, that can be one rank's whole
+# Ranks wait in a collective for the slowest one: after a resume, that can be one rank's whole
 # share of an embedding run. torchrun stops every rank when one fails, so nothing hangs on this.
 TIMEOUT = timedelta(hours=6)
 
@@ -81,11 +81,6 @@ def mean(value: float) -> float:
     t = torch.tensor([value], dtype=torch.float64, device=device())  # nccl reduces GPU tensors only
     dist.all_reduce(t)
     return float(t.item()) / world_size()
-
-
-def barrier() -> None:
-    if world_size() > 1:
-        dist.barrier()
 
 
 def rng_state() -> torch.Tensor:

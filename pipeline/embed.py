@@ -7,7 +7,8 @@ for exactly the input and settings that produced it. Items without usable input 
 skipped and counted by kind. Reports carry no timings: same input, byte-identical output.
 
 Under torchrun the chunk files are the shards: rank r of N encodes chunks r, r+N, ..., and
-rank 0 merges all of them after a barrier into the same file a single process writes.
+once every rank has written its own, rank 0 merges all of them into the same file a single
+process writes.
 """
 from __future__ import annotations
 
@@ -67,23 +68,21 @@ def embed_items(modality: str, items: pl.DataFrame, cfg: Any, out: Path, work_di
 
     chunk_dir = Path(work_dir) / f"{modality}-{fingerprint(modality, cfg, encoder.weights.describe(), inputs)}"
     paths = [chunk_dir / f"chunk-{i:05d}.parquet" for i in range(-(-inputs.height // cfg.chunk_size))]
-    mine = range(rank, len(paths), world)
-    run = _ChunkRunner(modality, encoder, cfg, progress and rank == 0,
-                       total=sum(min(cfg.chunk_size, inputs.height - i * cfg.chunk_size) for i in mine))
+    mine = [inputs.slice(i * cfg.chunk_size, cfg.chunk_size) for i in range(rank, len(paths), world)]
+    run = _ChunkRunner(modality, encoder, cfg, progress and rank == 0, total=sum(c.height for c in mine))
     resumed = 0
     t0 = time.perf_counter()
     try:
-        for i in mine:
-            if paths[i].is_file():
+        for path, chunk in zip(paths[rank::world], mine):
+            if path.is_file():
                 resumed += 1
-                run.bar.update(min(cfg.chunk_size, inputs.height - i * cfg.chunk_size))
+                run.bar.update(chunk.height)
             else:
-                write_chunk(paths[i], run(inputs.slice(i * cfg.chunk_size, cfg.chunk_size)))
+                write_chunk(path, run(chunk))
     finally:
         run.close()
     seconds = time.perf_counter() - t0
-    counts = distributed.gather((run.items_done, resumed, seconds))
-    distributed.barrier()  # every shard written
+    counts = distributed.gather((run.items_done, resumed, seconds))  # returns once every shard is written
     if rank != 0:
         return None
 

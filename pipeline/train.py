@@ -153,6 +153,8 @@ def fingerprint(seq_dir: Path, variant: VariantParams, rec: RecommenderParams) -
     run = {"v": CHECKPOINT_VERSION, "variant": variant.model_dump(), "rec": rec.model_dump()}
     if distributed.world_size() > 1:  # a slice of each batch per rank: not the single-process run
         run["world"] = distributed.world_size()
+    if distributed.device().type != "cpu":  # other kernels, and the RNG states are the device's
+        run["device"] = distributed.device().type
     h.update(json.dumps(run, sort_keys=True).encode())
     for name in ("layout.json", "items.parquet", "train.parquet", "valid.parquet"):
         h.update((seq_dir / name).read_bytes())
