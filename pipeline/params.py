@@ -176,7 +176,7 @@ class ModelParams(Section):
     dropout: float = Field(0.1, ge=0, lt=1)
     tie_embeddings: bool = True  # the output layer is the input embeddings (of the item tokens)
     end_positions: int = Field(256, ge=0)  # learned distance-from-end embeddings (seq2seq.py); 0 = off
-    # Output layer over the item tokens only (no user tokens): decoding 1.2-1.5x faster, but in
+    # Output layer over the item tokens only (no user tokens): decoding 1.35-1.47x faster, but in
     # two runs the lf variant failed to learn with it (README: "Training"). Off = full vocabulary.
     item_output: bool = False
 
