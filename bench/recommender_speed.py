@@ -37,7 +37,7 @@ from ingest_beauty import cpu_model  # noqa: E402
 from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
 from pipeline.layout import PAD, Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
-from pipeline.seq2seq import (TiedHead, build_model, encoder_inputs, output_offset, seq2seq_loss,  # noqa: E402
+from pipeline.seq2seq import (TiedHead, build_for_layout, encoder_inputs, output_offset, seq2seq_loss,  # noqa: E402
                               step_function)
 from pipeline.train import batch_order, read_examples, read_items, trimmed  # noqa: E402
 
@@ -142,8 +142,7 @@ def bench_variant(name: str, params, args, peak: float) -> dict:
     seq_dir = ROOT / "data" / "sequences" / name
     layout = Layout.load(seq_dir / "layout.json")
     rec = params.recommender
-    first = layout.first_item_token if rec.model.item_output else 0
-    model = build_model(rec.model, layout.vocab_size, rec.train.seed, first)
+    model = build_for_layout(rec.model, layout, rec.train.seed)
     ex = read_examples(seq_dir / "train.parquet")
     out = {"item_len": layout.item_len, "vocab": layout.vocab_size}
     ours = train_speed(model, ex, rec.train.batch_size, args.steps, args.runs)
@@ -161,7 +160,7 @@ def bench_variant(name: str, params, args, peak: float) -> dict:
     # Before/after: users in file order (no length sorting); the output layer over item tokens only.
     out["beam_unsorted"] = speed(model, ids=ids, batch=cfg.eval_batch, make_step=step_function, sort=False)
     other = rec.model.model_copy(update={"item_output": not rec.model.item_output})
-    other_head = build_model(other, layout.vocab_size, rec.train.seed, layout.first_item_token * other.item_output)
+    other_head = build_for_layout(other, layout, rec.train.seed)
     out[f"beam_item_output_{other.item_output}"] = speed(other_head, ids=ids, batch=cfg.eval_batch,
                                                          make_step=step_function)
     ref_ids = ids[: max(args.users // 8, 32)]  # the reference is slow: fewer users

@@ -49,7 +49,8 @@ class Recommender:
         item_idx, tokens = read_items(Path(seq_dir))
         items = _read(items_path, "items").select("item_idx", "item_id", "title")
         row_of_item = row_lookup(item_idx, int(items["item_idx"].max()) + 1)
-        return cls(load_recommender(model_path, distributed.device()), layout, tokens, row_of_item, ItemTrie(tokens, item_idx), items)
+        model = load_recommender(model_path, distributed.device())
+        return cls(model, layout, tokens, row_of_item, ItemTrie(tokens, item_idx), items)
 
     def item_indices(self, asins: list[str]) -> list[int]:
         """ASINs -> item indices; unknown ASINs or items without an ID in this variant are an error."""

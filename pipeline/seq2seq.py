@@ -27,7 +27,7 @@ from transformers import T5Config, T5ForConditionalGeneration
 
 from pipeline import dropout
 from pipeline.beam import ItemTrie, constrained_beam_search
-from pipeline.layout import EOS, PAD
+from pipeline.layout import EOS, PAD, Layout
 from pipeline.params import ModelParams
 
 
@@ -61,6 +61,12 @@ class TiedHead(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.shared.weight[self.offset:])
+
+
+def build_for_layout(cfg: ModelParams, layout: Layout, seed: int) -> T5ForConditionalGeneration:
+    """The model for a variant's token layout; with `item_output`, its output layer starts at the
+    layout's first item token."""
+    return build_model(cfg, layout.vocab_size, seed, layout.first_item_token if cfg.item_output else 0)
 
 
 def model_from_config(config: dict) -> T5ForConditionalGeneration:

@@ -39,7 +39,7 @@ from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set
 from pipeline.layout import PAD, Layout
 from pipeline.metrics import evaluate_top
 from pipeline.params import AlignParams, RecommenderParams, TrainParams, VariantParams
-from pipeline.seq2seq import build_model, encode, info_nce, pooled, recommend, seq2seq_loss
+from pipeline.seq2seq import build_for_layout, encode, info_nce, pooled, recommend, seq2seq_loss
 from pipeline.tracking import Tracker
 
 CHECKPOINT_VERSION = 2  # 2: the output layer follows tie_embeddings and item_output
@@ -174,8 +174,7 @@ class Trainer:
         self.train = read_examples(seq_dir / "train.parquet")
         self.valid = self._valid_sample(read_examples(seq_dir / "valid.parquet"))
         self.device = distributed.device()
-        first = self.layout.first_item_token if rec.model.item_output else 0
-        self.model = build_model(rec.model, self.layout.vocab_size, self.cfg.seed, first).to(self.device)
+        self.model = build_for_layout(rec.model, self.layout, self.cfg.seed).to(self.device)
         if self.world > 1:
             torch.manual_seed(self.cfg.seed + 1 + self.rank)  # each rank its own dropout draws
         objective = Objective(self.model, variant.align)
