@@ -179,6 +179,11 @@ class ModelParams(Section):
     # Output layer over the item tokens only (no user tokens): decoding 1.35-1.47x faster, but in
     # two runs the lf variant failed to learn with it (README: "Training"). Off = full vocabulary.
     item_output: bool = False
+    # Token and distance-from-end embeddings: T5's own N(0, 1) ("t5"), whose tied output layer
+    # starts the logits at a spread of d_model**0.5, or N(0, 1/d_model) ("scaled", unit spread).
+    # Neither stops a variant from sometimes stalling at the first code's unigram level; with
+    # scaled, lf learned and image and lfpp stalled (README: "Training"). Default: what the results used.
+    embedding_init: Literal["t5", "scaled"] = "t5"
 
 
 class TrainParams(Section):

@@ -37,7 +37,7 @@ def t5_config(cfg: ModelParams, vocab_size: int, output_offset: int = 0) -> T5Co
         num_layers=cfg.encoder_layers, num_decoder_layers=cfg.decoder_layers, num_heads=cfg.heads,
         dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
         decoder_start_token_id=PAD, use_cache=False, end_positions=cfg.end_positions,
-        output_offset=output_offset, untied_output=not cfg.tie_embeddings,
+        output_offset=output_offset, untied_output=not cfg.tie_embeddings, embedding_init=cfg.embedding_init,
         # transformers 5 always ties T5's output layer to the input embeddings; this flag only
         # turns off T5 1.0's d_model**-0.5 scaling of the decoder output, with which the
         # 64-code softmax learned markedly slower here. Untying is `untied_output`, below.
@@ -71,6 +71,9 @@ def build_for_layout(cfg: ModelParams, layout: Layout, seed: int) -> T5ForCondit
 
 def model_from_config(config: dict) -> T5ForConditionalGeneration:
     model = dropout.install(T5ForConditionalGeneration(T5Config(**config)))
+    scaled = getattr(model.config, "embedding_init", "t5") == "scaled"  # ModelParams.embedding_init
+    if scaled:  # (a saved model's weights overwrite these draws)
+        torch.nn.init.normal_(model.shared.weight, std=model.config.d_model ** -0.5)
     offset = output_offset(model)
     if getattr(model.config, "untied_output", False):  # initialised as the embedding rows it replaces
         head = torch.nn.Linear(model.config.d_model, model.config.vocab_size - offset, bias=False)
@@ -81,6 +84,8 @@ def model_from_config(config: dict) -> T5ForConditionalGeneration:
     n = getattr(model.config, "end_positions", 0)
     if n:  # a submodule of the T5, so it is in the state dict and moves with the model
         model.end_positions = torch.nn.Embedding(n, model.config.d_model)
+        if scaled:
+            torch.nn.init.normal_(model.end_positions.weight, std=model.config.d_model ** -0.5)
     return model
 
 

@@ -146,3 +146,31 @@ def test_recommend_decodes_longest_first_and_returns_rows_in_order():
         alone, alone_scores = recommend(model, trie, ids[row:row + 1], beam=6, k=4, batch_size=1)
         assert top[row].tolist() == alone[0].tolist()
         torch.testing.assert_close(scores[row], alone_scores[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_scaled_embedding_init_starts_the_output_at_unit_scale(tie):
+    """`scaled`: token and distance-from-end embeddings N(0, 1/d_model), so the tied output
+    layer's first logits have about unit spread; `t5` keeps T5's N(0, 1) (logits ~ d_model**0.5)."""
+    d = 128
+    cfg = dict(TINY, d_model=d, d_kv=32, tie_embeddings=tie, end_positions=64)
+    scaled = build_model(ModelParams(**cfg, embedding_init="scaled"), 4000, seed=0)
+    t5 = build_model(ModelParams(**cfg, embedding_init="t5"), 4000, seed=0)
+    assert scaled.shared.weight.std().item() == pytest.approx(d ** -0.5, rel=0.02)
+    assert scaled.end_positions.weight.std().item() == pytest.approx(d ** -0.5, rel=0.05)
+    assert t5.shared.weight.std().item() == pytest.approx(1.0, rel=0.02)
+    assert t5.end_positions.weight.std().item() == pytest.approx(1.0, rel=0.05)
+    # An untied output layer starts as the embedding rows it replaces, whichever init drew them.
+    torch.testing.assert_close(scaled.lm_head.weight, scaled.shared.weight)
+    ids = _inputs()
+    labels = torch.randint(2, 4000, (ids.shape[0], 4), generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        spread = {name: m.eval()(inputs_embeds=encoder_inputs(m, ids), attention_mask=ids != PAD,
+                                 decoder_input_ids=m._shift_right(labels)).logits.std().item()
+                  for name, m in (("scaled", scaled), ("t5", t5))}
+    assert 0.5 < spread["scaled"] < 2.0
+    assert spread["t5"] > 5 * spread["scaled"]
+    # A saved model's weights are what it loads, whatever its config's init.
+    again = model_from_config(scaled.config.to_dict())
+    again.load_state_dict(scaled.state_dict())
+    torch.testing.assert_close(again.shared.weight, scaled.shared.weight)
