@@ -30,17 +30,14 @@ sys.path.insert(0, str(ROOT / "bench"))
 from ingest_beauty import cpu_model  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.train import train_variant  # noqa: E402
+from real_beauty import set_key  # noqa: E402
 
 
 def params_with(overrides: list[str], seed: int, scratch: Path):
     tree = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in (s.split("=", 1) for s in overrides):
-        node = tree
-        *path, last = key.split(".")
-        for part in path:
-            node = node[part]
-        node[last] = yaml.safe_load(value)
-    tree["recommender"]["train"]["seed"] = seed
+        set_key(tree, key, yaml.safe_load(value))
+    set_key(tree, "recommender.train.seed", seed)
     p = scratch / f"params-{seed}.yaml"
     p.write_text(yaml.safe_dump(tree, sort_keys=False))
     return load_params(p)
