@@ -2,6 +2,7 @@
 
     python bench/real_beauty.py [--data ../shared/data/amazon2014/Beauty] [--work /tmp/real_beauty]
                                 [--epochs 10] [--set recommender.train.lr=0.005 ...] [--no-train]
+                                [--result bench/results/real_beauty.json]
 
 Runs the stage commands a user runs, in a work folder, with this repo's params.yaml plus the
 overrides below (the embedded default's sizes are for 2.5k items; these are for Beauty's 12k):
@@ -9,7 +10,7 @@ overrides below (the embedded default's sizes are for 2.5k items; these are for 
 all-MiniLM-L6-v2), `quantize --modality text` (TIGER's 3 x 256 codes), `sequences`, `train`
 and `evaluate --variant text`, and `sasrec`. Model selection uses validation only; the test
 split is decoded once, by `evaluate` and at the end of `sasrec`. Writes
-bench/results/real_beauty.json: test metrics, TIGER's published ones, the params used, wall time
+`--result` (bench/results/real_beauty.json): test metrics, TIGER's published ones, the params used, wall time
 per stage (kept in the work folder's wall_s.json across invocations). Stages whose outputs are
 in the work folder are not rerun (delete it to start over); `--no-train` runs all but the text
 variant's training and evaluation, which a later invocation adds.
@@ -82,6 +83,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/real_beauty"))
     ap.add_argument("--epochs", type=int, default=10, help="recommender.train.max_epochs")
     ap.add_argument("--set", nargs="*", default=[], help="more params overrides, key=value (YAML values)")
+    ap.add_argument("--result", type=Path, default=ROOT / "bench" / "results" / "real_beauty.json")
     ap.add_argument("--no-train", action="store_true",
                     help="the data stages and SASRec only (a later run trains and evaluates the text variant)")
     args = ap.parse_args()
@@ -132,8 +134,7 @@ def main() -> None:
         "decoding": text.get("decoding"),
         "wall_s": wall,
     }
-    out = ROOT / "bench" / "results" / "real_beauty.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.result.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

@@ -45,7 +45,7 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
     trie = ItemTrie(tokens, item_idx)
     ex = read_examples(seq_dir / f"{split}.parquet")
     t0 = time.perf_counter()
-    top, _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch)
+    top, _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype)
     seconds = time.perf_counter() - t0
     top = top.numpy()
     if curve_out is not None:
@@ -57,7 +57,7 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
         with atomic_path(per_user_out) as tmp:
             frame.write_parquet(tmp)
     return {split: evaluate_top(top, ex.target),
-            "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k,
+            "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k, "dtype": cfg.decode_dtype,
                          "seconds": round(seconds, 2), "users_per_s": round(len(ex.target) / seconds, 1),
                          "unfilled_slots": int((top < 0).sum())}}
 

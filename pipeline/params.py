@@ -202,7 +202,8 @@ class TrainParams(Section):
     eval_users: int = Field(0, ge=0)       # validation users per evaluation (seeded sample); 0 = all
     beam: int = Field(20, ge=1)            # beam width (>= top_k)
     top_k: int = Field(20, ge=10)          # depth of the ranked list
-    eval_batch: int = Field(256, ge=1)     # users per beam-search batch
+    eval_batch: int = Field(64, ge=1)      # users per beam-search batch
+    decode_dtype: Literal["float32", "bfloat16"] = "float32"  # the network's dtype in beam search
     checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
     seed: int = 0
 

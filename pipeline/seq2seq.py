@@ -19,6 +19,7 @@ in one index, whatever the layout.
 """
 from __future__ import annotations
 
+import copy
 from typing import Callable
 
 import torch
@@ -224,16 +225,27 @@ def step_function(model: T5ForConditionalGeneration, input_ids: torch.Tensor, be
     return BeamDecoder(model, input_ids, beam)
 
 
+def decoding_copy(model: T5ForConditionalGeneration, dtype: str) -> T5ForConditionalGeneration:
+    """The model in eval mode with its weights in `dtype` ("float32": the model itself; else a
+    cast copy, so that training goes on in float32)."""
+    if dtype == "float32":
+        return model.eval()
+    # deepcopy keeps TiedHead's reference to the copy's own embeddings; .to() casts in place.
+    return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
+
+
 @torch.inference_mode()
 def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torch.Tensor,
-              beam: int, k: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+              beam: int, k: int, batch_size: int, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k items (item indices, -1 where fewer exist) and their log-probabilities, per row,
     decoded on the model's device and returned on the CPU.
 
     Rows are decoded longest first, so that a batch holds similar lengths and little of the
     encoder's and cross-attention's work goes to padding (1.27x on lfpp); results go back to
-    the input's row order."""
-    model.eval()
+    the input's row order. `dtype` "bfloat16" runs the network in bfloat16 (the scores are
+    summed in float32): faster where the CPU or GPU has bfloat16 matmuls, with rankings that
+    can differ from float32's where two items' scores are close (README: "Decoding and metrics")."""
+    model = decoding_copy(model, dtype)
     device = next(model.parameters()).device
     order = (input_ids != PAD).sum(1).argsort(descending=True, stable=True)
     items, scores = [], []

@@ -8,8 +8,8 @@ from pipeline.params import ModelParams
 import torch.nn.functional as F
 
 from pipeline.beam import ItemTrie
-from pipeline.seq2seq import (build_model, distance_from_end, encoder_inputs, model_from_config, recommend,
-                              seq2seq_loss, step_function)
+from pipeline.seq2seq import (build_model, decoding_copy, distance_from_end, encoder_inputs, model_from_config,
+                              recommend, seq2seq_loss, step_function)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -146,6 +146,30 @@ def test_recommend_decodes_longest_first_and_returns_rows_in_order():
         alone, alone_scores = recommend(model, trie, ids[row:row + 1], beam=6, k=4, batch_size=1)
         assert top[row].tolist() == alone[0].tolist()
         torch.testing.assert_close(scores[row], alone_scores[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_bfloat16_decoding_casts_a_copy_and_scores_near_float32(tie):
+    """decode_dtype bfloat16: the model being trained stays float32; the copy's tied output layer
+    reads the copy's own (bfloat16) embeddings; scores stay within bfloat16's precision of float32's."""
+    model = build_model(ModelParams(**TINY, end_positions=16, tie_embeddings=tie), 50, seed=0, output_offset=20)
+    half = decoding_copy(model, "bfloat16")
+    assert decoding_copy(model, "float32") is model
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+    if tie:
+        assert half.lm_head.shared is half.shared and model.lm_head.shared is model.shared
+    g = torch.Generator().manual_seed(5)
+    codes = torch.stack([torch.randint(20, 30, (40,), generator=g), torch.randint(30, 40, (40,), generator=g),
+                         torch.randint(40, 50, (40,), generator=g)], 1).unique(dim=0)
+    trie = ItemTrie(codes)
+    ids = _inputs()
+    top, scores = recommend(model, trie, ids, beam=8, k=5, batch_size=2)
+    top16, scores16 = recommend(model, trie, ids, beam=8, k=5, batch_size=2, dtype="bfloat16")
+    assert scores16.dtype == torch.float32 and (top16 >= 0).all()
+    assert (top16[:, 0] == top[:, 0]).float().mean() >= 0.8  # near-ties may swap, most do not
+    torch.testing.assert_close(scores16[:, 0], scores[:, 0], atol=0.1, rtol=0.02)
+    assert not torch.equal(scores16, scores)  # it did run in bfloat16
 
 
 @pytest.mark.parametrize("tie", [True, False])

@@ -1,0 +1,99 @@
+"""Beam-search speed and rankings per decoding option, on the trained models of the embedded default.
+
+    python bench/decode_options.py [--variants text,lfpp] [--batches 64,128,256] [--runs 3]
+
+For each variant, `seq2seq.recommend` (what `evaluate` runs) decodes every test user with the
+model in models/recommender/ (run `dvc repro` first) at params.yaml's beam and top_k, for each
+users-per-batch (`recommender.train.eval_batch`) and network dtype (`decode_dtype`). Rounds
+go over all settings in turn, so that the machine's drift hits each alike; users/s is the
+median over `--runs` rounds. Per dtype, the test metrics and how far its lists agree with
+float32's (same ordered top-10, same top-10 set, same first item, largest score difference).
+Writes bench/results/decode_options.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from ingest_beauty import cpu_model  # noqa: E402
+from pipeline.beam import ItemTrie  # noqa: E402
+from pipeline.evaluate import load_recommender  # noqa: E402
+from pipeline.metrics import evaluate_top  # noqa: E402
+from pipeline.params import load_params  # noqa: E402
+from pipeline.seq2seq import recommend  # noqa: E402
+from pipeline.train import read_examples, read_items  # noqa: E402
+
+DTYPES = ("float32", "bfloat16")
+
+
+def agreement(ref: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.ndarray]) -> dict:
+    (a, sa), (b, sb) = ref, other
+    a, b, sa, sb = a[:, :10], b[:, :10], sa[:, :10], sb[:, :10]
+    return {"same_top10_list": round(float((a == b).all(1).mean()), 3),
+            "same_top10_set": round(float(np.mean([set(x) == set(y) for x, y in zip(a, b)])), 3),
+            "same_first_item": round(float((a[:, 0] == b[:, 0]).mean()), 3),
+            "max_abs_score_diff_top10": round(float(np.abs(sa - sb).max()), 3)}
+
+
+def bench_variant(variant: str, beam: int, k: int, batches: list[int], runs: int) -> dict:
+    seq = ROOT / "data" / "sequences" / variant
+    model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
+    item_idx, tokens = read_items(seq)
+    trie = ItemTrie(tokens, item_idx)
+    ex = read_examples(seq / "test.parquet")
+    settings = [(b, d) for d in DTYPES for b in batches]
+    rates: dict[tuple[int, str], list[float]] = {s: [] for s in settings}
+    lists = {}
+    for _ in range(runs):
+        for b, d in settings:
+            t0 = time.perf_counter()
+            top, scores = recommend(model, trie, ex.input_ids, beam, k, b, d)
+            rates[(b, d)].append(len(ex.target) / (time.perf_counter() - t0))
+            lists[d] = (top.numpy(), scores.numpy())
+    out = {"users": len(ex.target), "users_per_s": {}}
+    for b, d in settings:
+        out["users_per_s"][f"{d}_batch{b}"] = {"median": round(statistics.median(rates[(b, d)]), 1),
+                                               "runs": [round(r, 1) for r in rates[(b, d)]]}
+    for d in DTYPES:
+        metrics = evaluate_top(lists[d][0], ex.target)
+        out[f"test_{d}"] = {m: round(v, 4) for m, v in metrics.items() if m != "mrr_depth"}
+    out["bfloat16_vs_float32"] = agreement(lists["float32"], lists["bfloat16"])
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--variants", default="text,lfpp")
+    ap.add_argument("--batches", default="64,128,256")
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    cfg = load_params(ROOT / "params.yaml").recommender.train
+    batches = [int(b) for b in args.batches.split(",")]
+    result = {
+        "what": "beam search per eval_batch and decode_dtype, trained models, test users (bench/decode_options.py)",
+        "date": dt.date.today().isoformat(),
+        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
+                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
+                    "torch": torch.__version__},
+        "runs": args.runs, "beam": cfg.beam, "top_k": cfg.top_k,
+        "variants": {v: bench_variant(v, cfg.beam, cfg.top_k, batches, args.runs) for v in args.variants.split(",")},
+    }
+    out = ROOT / "bench" / "results" / "decode_options.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
