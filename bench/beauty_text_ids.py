@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 MGR = str(Path(sys.executable).parent / "mgr")
 
@@ -63,8 +63,7 @@ def main() -> None:
     result = {
         "what": "text semantic IDs on Amazon 2014 Beauty 5-core (real titles), this repo's params.yaml",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(__import__("os").sched_getaffinity(0)),
-                    "python": sys.version.split()[0]},
+        "machine": machine(),
         "encoder": {k: report[k] for k in ("encoder", "model", "weights", "dim")},
         "wall_s": wall,
         "embed_items_per_s_incl_startup": round(report["items_out"] / wall["embed_text"], 1),

@@ -15,19 +15,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 from pipeline.beam import ItemTrie  # noqa: E402
 from pipeline.evaluate import load_recommender  # noqa: E402
 from pipeline.metrics import evaluate_top  # noqa: E402
@@ -84,9 +82,7 @@ def main() -> None:
     result = {
         "what": "beam search per eval_batch and decode_dtype, trained models, test users (bench/decode_options.py)",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
-                    "torch": torch.__version__},
+        "machine": machine(),
         "runs": args.runs, "beam": cfg.beam, "top_k": cfg.top_k,
         "variants": {v: bench_variant(v, cfg.beam, cfg.top_k, batches, args.runs) for v in args.variants.split(",")},
     }

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -21,12 +20,11 @@ import time
 from pathlib import Path
 
 import polars as pl
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 from pipeline import embed  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
@@ -54,8 +52,7 @@ def main() -> None:
     result = {
         "what": "embed_items on the embedded default items (encoder load not timed)",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0]},
+        "machine": machine(),
         "items": items.height, "runs": args.runs,
     }
     load = embed._load_encoder

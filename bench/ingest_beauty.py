@@ -18,8 +18,6 @@ import argparse
 import datetime as dt
 import gzip
 import json
-import os
-import platform
 import random
 import resource
 import statistics
@@ -30,16 +28,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+sys.path.insert(0, str(ROOT / "bench"))
+from machine import machine  # noqa: E402
 
 
 FULL_META_RECORDS = 259_204
@@ -79,7 +69,7 @@ def main() -> None:
     result = {
         "what": "mgr ingest, Amazon 2014 Beauty 5-core reviews (real interactions and titles), --no-require-image",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "machine": machine(),
         "runs": args.runs,
     }
     with tempfile.TemporaryDirectory() as tmp:

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 
 def write_data(work: Path, n_reviews: int, seed: int = 0) -> tuple[Path, Path]:
@@ -89,7 +89,7 @@ def main() -> None:
     result = {
         "what": f"peak RSS of `mgr ingest` on {args.reviews:,} generated 2014-format reviews (bench/ingest_memory.py)",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+        "machine": machine(),
         "reviews_file_mib": round(data[0].stat().st_size / 2**20), "data_written_s": round(time.perf_counter() - t0, 1),
         "runs": args.runs, "this": measure(ROOT, data, args.work, args.runs),
     }

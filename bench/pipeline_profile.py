@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import re
 import shutil
 import statistics
@@ -29,7 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 
 def stage_order(repo: Path) -> list[str]:
@@ -80,7 +79,7 @@ def main() -> None:
     result = {
         "what": "dvc repro of the embedded default, stage by stage (bench/pipeline_profile.py)",
         "date": dt.date.today().isoformat(), "commit": commit,
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+        "machine": machine(),
         "runs": 1, "end_to_end_seconds": round(total, 1),  # the stages' sum, dvc start-ups included
         "peak_rss_mib": max(s["peak_rss_mib"] for s in stages),
         "seconds_by_kind": by_kind, "stages": stages,

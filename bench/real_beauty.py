@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 MGR = str(Path(sys.executable).parent / "mgr")
 # TIGER paper, Amazon 2014 Beauty (R@5, N@5, R@10, N@10).
@@ -126,7 +125,7 @@ def main() -> None:
     result = {
         "what": "text variant (TIGER) and SASRec on Amazon 2014 Beauty 5-core, test split (bench/real_beauty.py)",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+        "machine": machine(),
         "overrides": overrides,
         "test": {"text": text["test"], "sasrec": sasrec["test"]},
         "published": PUBLISHED,

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 
 from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
 from pipeline.layout import PAD, Layout  # noqa: E402
@@ -183,9 +182,7 @@ def main() -> None:
     result = {
         "what": "recommender training and constrained beam search on the embedded default (bench/recommender_speed.py)",
         "date": dt.date.today().isoformat(),
-        "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)),
-                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0],
-                    "torch": torch.__version__},
+        "machine": machine(),
         "runs": args.runs, "matmul_peak_gflop_per_s": round(peak / 1e9, 1),
         "model": params.recommender.model.model_dump(),
         "batch_size": params.recommender.train.batch_size, "beam": params.recommender.train.beam,

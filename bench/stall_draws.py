@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -27,7 +26,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from ingest_beauty import cpu_model  # noqa: E402
+from machine import machine  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.train import train_variant  # noqa: E402
 from real_beauty import set_key  # noqa: E402
@@ -67,7 +66,7 @@ def main() -> None:
         draws = [draw(v, int(s), args.set, Path(tmp)) for v in args.variants.split(",") for s in args.seeds.split(",")]
     result = {"what": "training draws per variant and seed on the embedded default (bench/stall_draws.py)",
               "date": dt.date.today().isoformat(),
-              "machine": {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": sys.version.split()[0]},
+              "machine": machine(),
               "overrides": args.set, "draws": draws}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps([{k: d[k] for k in ("variant", "seed", "threads", "valid_recall@10_per_epoch")} for d in draws]))
