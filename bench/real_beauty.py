@@ -73,7 +73,8 @@ def train_and_evaluate(p: Path, seq: Path, w: Path, wall: dict, wall_file: Path)
         w / "text.pt", wall, wall_file)
     run("evaluate", ["evaluate", "--variant", "text", "--params", str(p), "--seq-dir", str(seq),
                      "--model", str(w / "text.pt"), "--out", str(w / "eval_text.json"),
-                     "--curve", str(w / "recall_at_k_text.csv")], w / "eval_text.json", wall, wall_file)
+                     "--curve", str(w / "recall_at_k_text.csv"), "--per-user", str(w / "per_user_text.parquet")],
+        w / "eval_text.json", wall, wall_file)
 
 
 def main() -> None:
