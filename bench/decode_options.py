@@ -1,6 +1,6 @@
 """Beam-search speed and rankings per decoding option, on the trained models of the embedded default.
 
-    python bench/decode_options.py [--variants text,lfpp] [--batches 64,128,256] [--runs 3]
+    python bench/decode_options.py [--variants text,lfpp] [--batches 64,128,256] [--runs 3] [--out PATH]
 
 For each variant, `seq2seq.recommend` (what `evaluate` runs) decodes every test user with the
 model in models/recommender/ (run `dvc repro` first) at params.yaml's beam and top_k, for each
@@ -8,7 +8,7 @@ users-per-batch (`recommender.train.eval_batch`) and network dtype (`decode_dtyp
 go over all settings in turn, so that the machine's drift hits each alike; users/s is the
 median over `--runs` rounds. Per dtype, the test metrics and how far its lists agree with
 float32's (same ordered top-10, same top-10 set, same first item, largest score difference).
-Writes bench/results/decode_options.json.
+Writes `--out` (bench/results/decode_options.json), with the params the models were trained with.
 """
 from __future__ import annotations
 
@@ -76,18 +76,20 @@ def main() -> None:
     ap.add_argument("--variants", default="text,lfpp")
     ap.add_argument("--batches", default="64,128,256")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decode_options.json")
     args = ap.parse_args()
-    cfg = load_params(ROOT / "params.yaml").recommender.train
+    params = load_params(ROOT / "params.yaml")
+    cfg = params.recommender.train
     batches = [int(b) for b in args.batches.split(",")]
     result = {
         "what": "beam search per eval_batch and decode_dtype, trained models, test users (bench/decode_options.py)",
         "date": dt.date.today().isoformat(),
         "machine": machine(),
         "runs": args.runs, "beam": cfg.beam, "top_k": cfg.top_k,
+        "model": params.recommender.model.model_dump(), "lr": cfg.lr,
         "variants": {v: bench_variant(v, cfg.beam, cfg.top_k, batches, args.runs) for v in args.variants.split(",")},
     }
-    out = ROOT / "bench" / "results" / "decode_options.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
 

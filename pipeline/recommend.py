@@ -66,8 +66,9 @@ class Recommender:
         return idx
 
     def recommend(self, history: list[int], k: int, beam: int, user_idx: int | None = None,
-                  exclude_seen: bool = False) -> pl.DataFrame:
-        """rank, item_id, title, score (log-probability) of the top-k items, best first."""
+                  exclude_seen: bool = False, dtype: str = "float32") -> pl.DataFrame:
+        """rank, item_id, title, score (log-probability) of the top-k items, best first; `dtype` is
+        the network's decoding dtype (`recommender.train.decode_dtype`), as evaluation uses it."""
         if not history:
             raise PipelineError("empty history: give at least one item")
         hist = history[-self.layout.history:]
@@ -76,7 +77,7 @@ class Recommender:
         ids = input_ids(rows, self.layout, self.tokens, self.row_of_item, with_user=user_idx is not None)
         ids = torch.from_numpy(ids.values.to_numpy().astype(np.int64))[None, :]
         depth = k + (len(set(history)) if exclude_seen else 0)
-        top, scores = recommend(self.model, self.trie, ids, max(beam, depth), depth, 1)
+        top, scores = recommend(self.model, self.trie, ids, max(beam, depth), depth, 1, dtype)
         found = pl.DataFrame({"item_idx": top[0].tolist(), "score": scores[0].tolist()}).filter(pl.col("item_idx") >= 0)
         if exclude_seen:
             found = found.filter(~pl.col("item_idx").is_in(list(history)))

@@ -39,7 +39,7 @@ def recommend(
         user_idx, hist = user_history(splits, user)
     else:
         user_idx, hist = None, r.item_indices([a.strip() for a in history.split(",") if a.strip()])
-    top = r.recommend(hist, k, rec.train.beam, user_idx, exclude_seen)
+    top = r.recommend(hist, k, rec.train.beam, user_idx, exclude_seen, rec.train.decode_dtype)
     if fmt == "json":
         typer.echo(json.dumps(top.to_dicts(), indent=2))
         return

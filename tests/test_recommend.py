@@ -51,6 +51,19 @@ def test_history_gives_real_distinct_items_best_first(project):
     assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
 
 
+def test_decode_dtype_reaches_the_decoder(project):
+    """bfloat16 decodes a cast copy: real items, scores within bfloat16's precision of float32's."""
+    r = _load(project)
+    hist = r.item_indices(["I0003", "I0004", "I0005"])
+    ref = r.recommend(hist, k=24, beam=24)
+    half = r.recommend(hist, k=24, beam=24, dtype="bfloat16")
+    assert set(half["item_id"]) == set(ref["item_id"])  # all 24 items, in some order
+    by_item = dict(zip(ref["item_id"], ref["score"]))
+    diffs = [abs(s - by_item[i]) for i, s in zip(half["item_id"], half["score"])]
+    assert 0 < max(diffs) < 0.05 * max(abs(s) for s in by_item.values())
+    assert next(r.model.parameters()).dtype == torch.float32
+
+
 def test_exclude_seen_drops_the_history_and_still_fills_k(project):
     r = _load(project)
     everything = r.recommend(r.item_indices(["I0001"]), k=24, beam=24)["item_id"].to_list()
