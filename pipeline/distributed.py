@@ -17,6 +17,7 @@ Embedding: rank r encodes chunks r, r+N, ... and rank 0 merges the chunk files
 """
 from __future__ import annotations
 
+import atexit
 import os
 from datetime import timedelta
 from typing import Any
@@ -54,7 +55,15 @@ def init() -> tuple[int, int]:
         if here.type == "cuda":
             torch.cuda.set_device(here)
         dist.init_process_group("nccl" if here.type == "cuda" else "gloo", timeout=TIMEOUT)
+        atexit.register(_leave)
     return dist.get_rank(), dist.get_world_size()
+
+
+def _leave() -> None:
+    # A gloo group left to the interpreter's teardown can abort the process ("terminate called
+    # without an active exception": its threads outlive it), which fails a finished run.
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def world_size() -> int:
