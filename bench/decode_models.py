@@ -24,13 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from decode_options import rounded_metrics, test_split  # noqa: E402
 from machine import machine  # noqa: E402
-from pipeline.beam import ItemTrie  # noqa: E402
 from pipeline.evaluate import load_recommender  # noqa: E402
-from pipeline.metrics import evaluate_top  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import output_offset, recommend  # noqa: E402
-from pipeline.train import read_examples, read_items  # noqa: E402
 
 
 def main() -> None:
@@ -42,10 +40,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decode_models.json")
     args = ap.parse_args()
     cfg = load_params(ROOT / "params.yaml").recommender.train
-    seq = ROOT / "data" / "sequences" / args.variant
-    item_idx, tokens = read_items(seq)
-    trie = ItemTrie(tokens, item_idx)
-    ex = read_examples(seq / "test.parquet")
+    trie, ex = test_split(args.variant)
     paths = {"before": args.before, "after": args.after or ROOT / "models" / "recommender" / f"{args.variant}.pt"}
     models = {k: load_recommender(p) for k, p in paths.items()}
     rates: dict[str, list[float]] = {k: [] for k in models}
@@ -62,8 +57,7 @@ def main() -> None:
         "eval_batch": cfg.eval_batch, "decode_dtype": cfg.decode_dtype,
         "models": {k: {"path": str(paths[k]), "output_offset": output_offset(m),
                        "users_per_s": round(statistics.median(rates[k]), 1), "runs": [round(r, 1) for r in rates[k]],
-                       "test": {m: round(v, 4) for m, v in evaluate_top(tops[k].numpy(), ex.target).items()
-                                if m != "mrr_depth"}}
+                       "test": rounded_metrics(tops[k].numpy(), ex.target)}
                    for k, m in models.items()},
     }
     result["after_over_before"] = round(result["models"]["after"]["users_per_s"]

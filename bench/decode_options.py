@@ -45,12 +45,20 @@ def agreement(ref: tuple[np.ndarray, np.ndarray], other: tuple[np.ndarray, np.nd
             "max_abs_score_diff_top10": round(float(np.abs(sa - sb).max()), 3)}
 
 
-def bench_variant(variant: str, beam: int, k: int, batches: list[int], runs: int) -> dict:
+def test_split(variant: str):
+    """The variant's item trie and test examples (data/sequences/<variant>)."""
     seq = ROOT / "data" / "sequences" / variant
-    model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
     item_idx, tokens = read_items(seq)
-    trie = ItemTrie(tokens, item_idx)
-    ex = read_examples(seq / "test.parquet")
+    return ItemTrie(tokens, item_idx), read_examples(seq / "test.parquet")
+
+
+def rounded_metrics(top: np.ndarray, target: np.ndarray) -> dict:
+    return {m: round(v, 4) for m, v in evaluate_top(top, target).items() if m != "mrr_depth"}
+
+
+def bench_variant(variant: str, beam: int, k: int, batches: list[int], runs: int) -> dict:
+    model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
+    trie, ex = test_split(variant)
     settings = [(b, d) for d in DTYPES for b in batches]
     rates: dict[tuple[int, str], list[float]] = {s: [] for s in settings}
     lists = {}
@@ -65,8 +73,7 @@ def bench_variant(variant: str, beam: int, k: int, batches: list[int], runs: int
         out["users_per_s"][f"{d}_batch{b}"] = {"median": round(statistics.median(rates[(b, d)]), 1),
                                                "runs": [round(r, 1) for r in rates[(b, d)]]}
     for d in DTYPES:
-        metrics = evaluate_top(lists[d][0], ex.target)
-        out[f"test_{d}"] = {m: round(v, 4) for m, v in metrics.items() if m != "mrr_depth"}
+        out[f"test_{d}"] = rounded_metrics(lists[d][0], ex.target)
     out["bfloat16_vs_float32"] = agreement(lists["float32"], lists["bfloat16"])
     return out
 
