@@ -105,9 +105,10 @@ def full_forward_step(model, input_ids, beam):
     mask = (input_ids != PAD).repeat_interleave(beam, 0)
     enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
 
-    def step(prefix, parent):
+    def step(prefix, parent, last=1):
         dec = torch.cat([torch.full((len(prefix), 1), PAD), prefix.long()], 1)
-        return model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits[:, -1]
+        logits = model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits
+        return logits[:, -last:] if last > 1 else logits[:, -1]
     return step
 
 

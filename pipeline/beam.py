@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-StepFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+StepFn = Callable[..., torch.Tensor]
 
 
 def _as_numpy(x: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -135,7 +135,11 @@ def constrained_beam_search(step_fn: StepFn, trie: ItemTrie, n_queries: int, bea
     is the row of the previous step's layout that row r extends, for a step_fn that keeps a
     KV cache to reorder (None at the first step, where every row has the empty prefix).
     Logit column j stands for token `first_token` + j (a model whose output layer leaves out
-    tokens no item holds, such as user tokens).
+    tokens no item holds, such as user tokens). Where the trie has depths with a single token (a
+    modality-transition position), the search appends them to the prefix itself and calls
+    step_fn(prefix, parent, n) with n = 1 + their number: it must then return (rows, n, vocab),
+    the logits after each of the prefix's last n lengths (those that end before each appended
+    token, then the whole prefix). Tries without such depths never pass n.
 
     Returns (items (n_queries, k) int64, scores (n_queries, k) float32); -1 and -inf where fewer
     than k items could be reached.
@@ -150,23 +154,58 @@ def constrained_beam_search(step_fn: StepFn, trie: ItemTrie, n_queries: int, bea
     # The device is the logits' device, only known after the first call; the empty prefix is on CPU.
     prefix = torch.zeros((rows, 0), dtype=torch.long)
     parent: torch.Tensor | None = None
-    for d in range(trie.depth):
-        logits = step_fn(prefix, parent)
-        need = trie.lo[d] + trie.width[d] - first_token
-        if logits.ndim != 2 or logits.shape[0] != rows or logits.shape[1] < need:
-            raise ValueError(f"step_fn returned logits of shape {tuple(logits.shape)} at depth {d}, "
-                             f"need ({rows}, >= {need})")
+    d = 0
+    while d < trie.depth:
+        forced = _forced_run(trie, d)
+        if forced:  # feed the single-token depths with the next call, which scores them too
+            prefix = torch.cat([prefix, torch.tensor(forced, device=prefix.device).expand(rows, -1)], dim=1)
+            logits = step_fn(prefix, parent, len(forced) + 1)
+        else:
+            logits = step_fn(prefix, parent)[:, None]
+        _check_logits(trie, d, len(forced), logits, rows, first_token)
         if d == 0:
             scores, nodes = _start(n_queries, beam, logits.device)
             prefix = prefix.to(logits.device)
-        scores, nodes, tokens, parent = _step(trie, d, beam, logits, scores, nodes, first_token)
+        for j in range(len(forced)):
+            scores, nodes = _force(trie, d + j, logits[:, j], scores, nodes, first_token)
+        d += len(forced)
+        scores, nodes, tokens, parent = _step(trie, d, beam, logits[:, -1], scores, nodes, first_token)
         prefix = torch.cat([prefix[parent], tokens[:, None]], dim=1)
+        d += 1
 
     scores = scores.view(n_queries, beam)[:, :k]  # topk keeps beams sorted, best first
     nodes = nodes.view(n_queries, beam)[:, :k]
     alive = scores > float("-inf")
     items = trie.item_of(torch.where(alive, nodes, -1))
     return items, scores.float()
+
+
+def _forced_run(trie: ItemTrie, d: int) -> list[int]:
+    """The tokens of the single-token depths from d on (e.g. a modality-transition position), if
+    a depth with a choice follows them and d > 0 (the first call is the shared empty prefix).
+
+    Every beam takes such a token, so the search appends it without a step of its own and gets
+    its log-probability from the next call's logits: one decoder call less per forced depth."""
+    end = d
+    while end < trie.depth and trie.width[end] == 1:
+        end += 1
+    return [trie.lo[j] for j in range(d, end)] if 0 < d < end < trie.depth else []
+
+
+def _check_logits(trie: ItemTrie, d: int, n_forced: int, logits: torch.Tensor, rows: int, first_token: int) -> None:
+    need = max(trie.lo[j] + trie.width[j] for j in range(d, d + n_forced + 1)) - first_token
+    if logits.ndim != 3 or logits.shape[0] != rows or logits.shape[1] != n_forced + 1 or logits.shape[2] < need:
+        shape = tuple(logits.shape) if n_forced else (logits.shape[0], *logits.shape[2:])
+        raise ValueError(f"step_fn returned logits of shape {shape} at depth {d}, need ({rows}, "
+                         f"{f'{n_forced + 1}, ' if n_forced else ''}>= {need})")
+
+
+def _force(trie: ItemTrie, d: int, logits: torch.Tensor, scores: torch.Tensor, nodes: torch.Tensor,
+           first_token: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Extend every beam by depth d's only token: add its log-probability, move to the child."""
+    logp = F.log_softmax(logits.float(), dim=-1)[:, trie.lo[d] - first_token]
+    # One column, and every node at depth d continues (each is a prefix of some item).
+    return scores + logp, trie._on(logits.device)[0][d][nodes, 0].long()
 
 
 def _start(n_queries: int, beam: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

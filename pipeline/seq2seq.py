@@ -165,8 +165,9 @@ class BeamDecoder:
         self.fed = 0  # decoder tokens in the cache (the start token counts)
         self.scale = model.model_dim ** -0.5 if model.config.scale_decoder_outputs else 1.0
 
-    def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
-        """Next-token logits for every row (query-major, `beam` rows per query) of `prefix`."""
+    def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None, last: int = 1) -> torch.Tensor:
+        """Next-token logits for every row (query-major, `beam` rows per query) of `prefix`,
+        (rows, vocab); with `last` > 1, those after each of its last `last` lengths, (rows, last, vocab)."""
         rows = prefix.shape[0]
         prefix = prefix.to(self.enc_mask.device)  # the search starts with an empty CPU prefix
         dec = torch.cat([torch.full((rows, 1), PAD, dtype=torch.long, device=prefix.device), prefix.long()], 1)
@@ -178,13 +179,13 @@ class BeamDecoder:
         shared_start = prefix.shape[1] == 0 and rows == self.n_queries * self.beam
         if shared_start:  # every beam of a query is the empty prefix: run one row per query
             new = new[:: self.beam]
-        logits = self._forward(new)
+        logits = self._forward(new, last)
         if shared_start:
             self.cache = [(k.repeat_interleave(self.beam, 0), v.repeat_interleave(self.beam, 0)) for k, v in self.cache]
             logits = logits.repeat_interleave(self.beam, 0)
-        return logits
+        return logits if last > 1 else logits[:, 0]
 
-    def _forward(self, tokens: torch.Tensor) -> torch.Tensor:
+    def _forward(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
         decoder, past, n = self.model.decoder, self.fed, tokens.shape[1]
         bias = decoder.block[0].layer[0].SelfAttention.compute_bias(n, past + n, tokens.device, past_seen_tokens=past)
         causal = torch.ones(n, past + n, dtype=torch.bool, device=tokens.device).tril(past)
@@ -202,7 +203,7 @@ class BeamDecoder:
             x = x + ca.EncDecAttention.o(self._cross(_heads(ca.EncDecAttention.q(ca.layer_norm(x)), self.d_kv), i))
             x = x + ff.DenseReluDense(ff.layer_norm(x))
         self.cache, self.fed = cache, past + n
-        return self.model.lm_head(decoder.final_layer_norm(x[:, -1]) * self.scale)
+        return self.model.lm_head(decoder.final_layer_norm(x[:, -last:]) * self.scale)
 
     def _cross(self, q: torch.Tensor, layer: int) -> torch.Tensor:
         """Cross-attention of (rows, heads, n, d_kv) queries, the rows of one query folded together."""

@@ -36,8 +36,10 @@ class HashedModel:
         self.query = torch.randn(n_queries, vocab, generator=g)
         self.mix = 2.0 * torch.randn(97, vocab, generator=g)
 
-    def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None, last: int = 1) -> torch.Tensor:
         rows, t = prefix.shape
+        if last > 1:  # the logits after each of the prefix's last `last` lengths
+            return torch.stack([self(prefix[:, :t - last + 1 + j], None) for j in range(last)], dim=1)
         query = torch.arange(rows) // (rows // self.n_queries)
         return self.table[t] + self.query[query] + self.mix[self.hash(prefix)]
 
@@ -145,6 +147,47 @@ def test_small_beam_returns_real_items_with_true_scores():
     torch.testing.assert_close(scores, expected.gather(1, found), atol=1e-5, rtol=0)
     # Beam search is not exhaustive, but here its best item should also be the true best.
     assert (found[:, 0] == expected.argmax(dim=1)).all()
+
+
+def with_forced(codes: np.ndarray, at: list[int]) -> np.ndarray:
+    """`codes` with a single-token column (a transition token) at each position in `at` of the result."""
+    out = codes.copy()
+    for col in sorted(at):
+        out = np.insert(out, col, 0, axis=1)
+    out = out - out.min(axis=0)  # then give each position its own token range, as real IDs have
+    return out + np.r_[0, np.cumsum(out.max(axis=0) + 1)[:-1]]
+
+
+@pytest.mark.parametrize("at", [[2], [1, 2], [0, 3], [3]])
+def test_single_token_depths_are_fed_with_the_next_call_and_scored_exactly(at):
+    """A single-token depth (a modality-transition position) inside the tuple costs no call of its
+    own: the next call gets it in the prefix and returns its logits too, so the scores are still the
+    model's log-probability of the whole tuple. Leading and trailing ones take the plain path."""
+    codes = with_forced(make_codes(20, 3, 3, seed=12), at)
+    assert (np.ptp(codes[:, at], axis=0) == 0).all() and len(np.unique(codes, axis=0)) == 20
+    trie = ItemTrie(codes)
+    n_queries, depth = 3, codes.shape[1]
+    model = HashedModel(n_queries, int(codes.max()) + 2, depth, seed=13)
+    calls: list[int] = []
+
+    def counted(prefix, parent, last=1):
+        calls.append(last)
+        return model(prefix, parent, last)
+
+    found, scores = constrained_beam_search(counted, trie, n_queries, beam=20, k=20)
+    expected = brute_force(model, codes, n_queries)
+    order = expected.argsort(dim=1, descending=True)
+    assert found.tolist() == order.tolist()
+    torch.testing.assert_close(scores, expected.gather(1, order), atol=1e-5, rtol=0)
+    inner = [c for c in at if 0 < c < depth - 1]
+    assert len(calls) == depth - len(inner) and sum(calls) == depth
+
+
+def test_a_step_fn_without_multi_token_logits_is_refused_clearly():
+    codes = with_forced(make_codes(8, 2, 3, seed=14), [1])
+    model = HashedModel(2, 12, 3, seed=15)
+    with pytest.raises(ValueError, match=r"logits of shape \(40, 12\) at depth 1, need \(40, 2, >= 7\)"):
+        constrained_beam_search(lambda prefix, parent, last=1: model(prefix, parent), ItemTrie(codes), 2, beam=20, k=5)
 
 
 def test_fewer_reachable_items_than_k():

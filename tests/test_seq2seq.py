@@ -69,6 +69,27 @@ def test_cached_decoding_with_reordered_beams_matches_the_full_forward_pass(tie,
             prefix = torch.cat([prefix[parent], torch.randint(2, 50, (rows, 1), generator=g)], dim=1)
 
 
+def test_several_new_tokens_give_the_logits_after_each():
+    """The beam search feeds a transition token with the next step's token: one call, two new
+    tokens, and the logits after each equal the full forward pass's at those positions."""
+    model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0, output_offset=20).eval()
+    ids, beam = _inputs(), 2
+    rows = ids.shape[0] * beam
+    g = torch.Generator().manual_seed(4)
+    step = step_function(model, ids, beam)
+    prefix = torch.randint(20, 50, (rows, 1), generator=g)
+    parent = (torch.randint(0, beam, (ids.shape[0], beam), generator=g) + torch.arange(ids.shape[0])[:, None] * beam).view(-1)
+    with torch.inference_mode():
+        step(prefix[:, :0], None)
+        prefix = torch.cat([prefix[parent], torch.randint(20, 50, (rows, 2), generator=g)], dim=1)
+        fast = step(prefix, parent, 3)
+        dec = torch.cat([torch.full((rows, 1), PAD), prefix], dim=1)
+        full = model(inputs_embeds=encoder_inputs(model, ids).repeat_interleave(beam, 0),
+                     attention_mask=(ids != PAD).repeat_interleave(beam, 0), decoder_input_ids=dec).logits[:, -3:]
+    assert fast.shape == (rows, 3, 30)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+
+
 def test_end_positions_survive_a_save_and_load_and_are_used():
     model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0).eval()
     assert model.end_positions.num_embeddings == 16

@@ -1,0 +1,123 @@
+"""Beam-search speed of two revisions of the code on the same trained model, decoded in turn.
+
+    python bench/decode_revisions.py --before REV [--variant lfpp] [--runs 5] [--out PATH]
+
+For a change to the decoding code, where a ratio between two separate runs would mostly
+measure the machine's drift. `git archive REV pipeline` is unpacked to a temporary folder; one
+worker process imports `pipeline` from there, another from this checkout (its working tree,
+uncommitted changes included). Each loads models/recommender/<variant>.pt and the test split of
+data/sequences/<variant> (run `dvc repro` first), and decodes every test user through
+`seq2seq.recommend` at params.yaml's beam, top_k, eval_batch and decode_dtype, as `evaluate`
+does. The workers decode in turn, never together, `--runs` rounds after one warm-up round; users/s
+is the median. The result also has each revision's test metrics and how far the lists agree.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from machine import machine  # noqa: E402
+
+
+def worker(code: Path, variant: str, out_dir: Path) -> None:
+    """Decode all test users once per line read from stdin; answer users/s per line."""
+    sys.path.insert(0, str(code))
+    from pipeline.beam import ItemTrie
+    from pipeline.evaluate import load_recommender
+    from pipeline.params import load_params
+    from pipeline.seq2seq import recommend
+    from pipeline.train import read_examples, read_items
+
+    cfg = load_params(ROOT / "params.yaml").recommender.train
+    seq = ROOT / "data" / "sequences" / variant
+    item_idx, tokens = read_items(seq)
+    trie, ex = ItemTrie(tokens, item_idx), read_examples(seq / "test.parquet")
+    model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
+    for _ in sys.stdin:
+        t0 = time.perf_counter()
+        top, scores = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype)
+        rate = len(ex.target) / (time.perf_counter() - t0)
+        np.savez(out_dir / "lists.npz", top=top.numpy(), scores=scores.numpy(), target=ex.target)
+        print(json.dumps({"users_per_s": rate, "users": len(ex.target), "machine": machine()}), flush=True)
+
+
+def start(code: Path, variant: str, out_dir: Path) -> subprocess.Popen:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen([sys.executable, __file__, "--worker", str(code), "--variant", variant,
+                             "--worker-out", str(out_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def round_of(proc: subprocess.Popen) -> dict:
+    proc.stdin.write("go\n")
+    proc.stdin.flush()
+    line = proc.stdout.readline()
+    if not line:
+        sys.exit(f"decode worker exited with {proc.wait()}")
+    return json.loads(line)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", help="git revision whose pipeline/ decodes first in each round")
+    ap.add_argument("--variant", default="lfpp")
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decode_revisions.json")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.variant, args.worker_out)
+    if not args.before:
+        ap.error("--before REV is required")
+    from decode_options import agreement, rounded_metrics
+
+    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "code").mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pipeline"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(tmp / "code")], input=archive.stdout, check=True)
+        procs = {"before": start(tmp / "code", args.variant, tmp / "before"),
+                 "after": start(ROOT, args.variant, tmp / "after")}
+        rates: dict[str, list[float]] = {k: [] for k in procs}
+        for i in range(args.runs + 1):
+            for name, proc in procs.items():
+                info = round_of(proc)
+                if i:  # the first round warms up both
+                    rates[name].append(info["users_per_s"])
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
+        lists = {k: dict(np.load(tmp / k / "lists.npz")) for k in procs}
+    result = {
+        "what": "beam search users/s of two code revisions on one model, decoded in turn (bench/decode_revisions.py)",
+        "date": dt.date.today().isoformat(), "machine": info["machine"], "variant": args.variant,
+        "users": info["users"], "runs": args.runs,
+        "revisions": {"before": rev, "after": "working tree of " + subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()},
+        "users_per_s": {k: round(statistics.median(r), 1) for k, r in rates.items()},
+        "runs_users_per_s": {k: [round(x, 1) for x in r] for k, r in rates.items()},
+        "test": {k: rounded_metrics(v["top"], v["target"]) for k, v in lists.items()},
+        "after_vs_before_lists": agreement((lists["before"]["top"], lists["before"]["scores"]),
+                                           (lists["after"]["top"], lists["after"]["scores"])),
+    }
+    result["after_over_before"] = round(result["users_per_s"]["after"] / result["users_per_s"]["before"], 3)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
