@@ -70,7 +70,7 @@ def round_of(proc: subprocess.Popen) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--before", help="git revision whose pipeline/ decodes first in each round")
+    ap.add_argument("--before", help="git revision whose pipeline/ the working tree's is compared with")
     ap.add_argument("--variant", default="lfpp")
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decode_revisions.json")
