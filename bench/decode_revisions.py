@@ -32,7 +32,10 @@ from machine import machine  # noqa: E402
 
 
 def worker(code: Path, variant: str, out_dir: Path) -> None:
-    """Decode all test users once per line read from stdin; answer users/s per line."""
+    """Decode all test users once per line read from stdin; answer users/s per line.
+
+    Imports nothing from bench/decode_options.py (whose test_split this repeats): that module puts
+    this checkout first on sys.path, and the "before" worker would then decode with today's code."""
     sys.path.insert(0, str(code))
     from pipeline.beam import ItemTrie
     from pipeline.evaluate import load_recommender
