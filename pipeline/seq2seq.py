@@ -136,6 +136,15 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def _prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Self-attention of (rows, heads, n, d) new queries over a decoded prefix of a few keys, as
+    broadcast products (T5 scales by 1). For these thousands of tiny problems torch's fused CPU
+    kernel took 1.5-2.4x as long (`bench/attention_kernels.py`), and a profile of lfpp decoding
+    caught its two-query call at 9 ms, 11% of the decode. Cross-attention keeps the fused kernel."""
+    w = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) + bias  # (rows, heads, n, keys)
+    return (w.softmax(-1).unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
+
+
 def _heads(x: torch.Tensor, d_kv: int) -> torch.Tensor:
     """(N, T, heads*d_kv) -> (N, heads, T, d_kv)."""
     return x.view(*x.shape[:2], -1, d_kv).transpose(1, 2)
@@ -145,13 +154,14 @@ class BeamDecoder:
     """The T5 decoder run one token at a time for constrained beam search, with the model's own
     weights and modules (exactly its forward pass in eval mode; tests/test_seq2seq.py checks).
 
-    Written out rather than called through `model.decoder`, for three savings that were most of
+    Written out rather than called through `model.decoder`, for savings that were most of
     the decoding time:
     - self-attention keys/values are cached and reordered by each row's parent beam, so a step
       feeds one token instead of the whole prefix;
     - cross-attention keys/values are projected once per query, and the beams of a query are
       folded into the query axis of one attention call instead of repeating the keys per beam;
-    - the first step runs once per query (all its beams share the empty prefix).
+    - the first step runs once per query (all its beams share the empty prefix);
+    - self-attention over the few prefix tokens skips torch's fused kernel (`_prefix_attention`).
     """
 
     def __init__(self, model: T5ForConditionalGeneration, input_ids: torch.Tensor, beam: int):
@@ -199,7 +209,7 @@ class BeamDecoder:
             if self.cache:
                 k, v = torch.cat([self.cache[i][0], k], 2), torch.cat([self.cache[i][1], v], 2)
             cache.append((k, v))
-            x = x + sa.SelfAttention.o(self._merge(F.scaled_dot_product_attention(q, k, v, bias, scale=1.0)))
+            x = x + sa.SelfAttention.o(self._merge(_prefix_attention(q, k, v, bias)))
             x = x + ca.EncDecAttention.o(self._cross(_heads(ca.EncDecAttention.q(ca.layer_norm(x)), self.d_kv), i))
             x = x + ff.DenseReluDense(ff.layer_norm(x))
         self.cache, self.fed = cache, past + n

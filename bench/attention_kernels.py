@@ -1,0 +1,97 @@
+"""Attention kernels at the beam decoder's shapes: torch's fused kernel against plain tensor ops.
+
+    python bench/attention_kernels.py [--runs 7] [--calls 30] [--out bench/results/attention_kernels.json]
+
+The cached decoder (`pipeline/seq2seq.py`, BeamDecoder) calls attention with shapes unlike a
+training batch: 1,280 rows (64 users x beam 20) of 4 heads x 32, each with one or two new
+queries over a prefix of 2-8 keys (self-attention), and per user 20 queries (its beams) over a
+history of 40-160 encoder states (cross-attention). For each shape and kernel, a round times
+`--calls` calls and keeps the median; kernels alternate within a round and the result is the
+median over `--runs` rounds, so that the machine's drift hits all kernels alike.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from machine import machine  # noqa: E402
+
+
+def fused(q, k, v, bias):
+    return F.scaled_dot_product_attention(q, k, v, bias, scale=1.0)
+
+
+def matmul(q, k, v, bias):
+    return (q @ k.transpose(-1, -2) + bias).softmax(-1) @ v
+
+
+def broadcast(q, k, v, bias):
+    w = (q.unsqueeze(-2) * k.unsqueeze(-3)).sum(-1) + bias
+    return (w.softmax(-1).unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
+
+
+KERNELS = {"fused (torch sdpa)": fused, "matmul": matmul, "broadcast": broadcast}
+
+
+def shapes() -> list[tuple[str, tuple, tuple, tuple]]:
+    """(name, query shape, key shape, bias shape) as the decoder calls attention."""
+    rows, heads, d = 64 * 20, 4, 32
+    out = [(f"self, {n} new over {t} keys", (rows, heads, n, d), (rows, heads, t, d), (1, heads, n, t))
+           for n, t in [(1, 2), (1, 7), (2, 5), (3, 5)]]
+    out += [(f"cross, 20 beams over {L} states", (64, heads, 20, d), (64, heads, L, d), (64, 1, 1, L))
+            for L in (44, 107, 160)]
+    return out
+
+
+def time_call(fn, args, calls: int) -> float:
+    times = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn(*args)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention_kernels.json")
+    args = ap.parse_args()
+    gen = torch.Generator().manual_seed(0)
+    results = []
+    with torch.inference_mode():
+        for name, qs, ks, bs in shapes():
+            q, k, v = torch.randn(qs, generator=gen), torch.randn(ks, generator=gen), torch.randn(ks, generator=gen)
+            bias = torch.randn(bs, generator=gen)
+            ref = fused(q, k, v, bias)
+            rounds = {kn: [] for kn in KERNELS}
+            for _ in range(args.runs + 1):  # the first round warms up
+                for kn, fn in KERNELS.items():
+                    rounds[kn].append(time_call(fn, (q, k, v, bias), args.calls))
+            ms = {kn: round(statistics.median(r[1:]) * 1e3, 3) for kn, r in rounds.items()}
+            diff = {kn: float((fn(q, k, v, bias) - ref).abs().max()) for kn, fn in KERNELS.items()}
+            results.append({"shape": name, "q": list(qs), "k": list(ks), "ms_per_call": ms,
+                            "max_abs_diff_vs_fused": diff,
+                            "fused_over_best_other": round(ms["fused (torch sdpa)"] / min(
+                                v for kn, v in ms.items() if kn != "fused (torch sdpa)"), 2)})
+            print(json.dumps(results[-1]), flush=True)
+    result = {"what": "attention kernels at the beam decoder's shapes (bench/attention_kernels.py)",
+              "date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
+              "calls_per_round": args.calls, "dtype": "float32", "results": results}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
