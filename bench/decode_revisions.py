@@ -56,10 +56,10 @@ def worker(code: Path, variant: str, out_dir: Path) -> None:
         print(json.dumps({"users_per_s": rate, "users": len(ex.target), "machine": machine()}), flush=True)
 
 
-def start(code: Path, variant: str, out_dir: Path) -> subprocess.Popen:
+def start(script: str, code: Path, out_dir: Path, args: list[str]) -> subprocess.Popen:
     out_dir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, __file__, "--worker", str(code), "--variant", variant,
-                             "--worker-out", str(out_dir)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, script, "--worker", str(code), "--worker-out", str(out_dir), *args],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
 
 
 def round_of(proc: subprocess.Popen) -> dict:
@@ -67,8 +67,49 @@ def round_of(proc: subprocess.Popen) -> dict:
     proc.stdin.flush()
     line = proc.stdout.readline()
     if not line:
-        sys.exit(f"decode worker exited with {proc.wait()}")
+        sys.exit(f"bench worker exited with {proc.wait()}")
     return json.loads(line)
+
+
+def short_rev(rev: str) -> str:
+    return subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", rev],
+                          check=True, capture_output=True, text=True).stdout.strip()
+
+
+def paired_rounds(script: str, rev: str, runs: int, args: list[str], out: Path) -> dict[str, list[dict]]:
+    """Run `script`'s worker for `rev`'s pipeline/ ("before") and this checkout's ("after"), in turn.
+
+    Each worker writes under out/<name>/ and answers one JSON line per round; the first round
+    warms both up and is dropped. Returns each side's answers to the `runs` measured rounds."""
+    with tempfile.TemporaryDirectory() as tmp:
+        code = Path(tmp) / "code"
+        code.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pipeline"], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(code)], input=archive.stdout, check=True)
+        procs = {"before": start(script, code, out / "before", args), "after": start(script, ROOT, out / "after", args)}
+        answers: dict[str, list[dict]] = {k: [] for k in procs}
+        for i in range(runs + 1):
+            names = list(procs) if i % 2 else list(procs)[::-1]  # alternate who goes first
+            for name in names:
+                info = round_of(procs[name])
+                if i:
+                    answers[name].append(info)
+        for proc in procs.values():
+            proc.stdin.close()
+            proc.wait()
+    return answers
+
+
+def paired_summary(answers: dict[str, list[dict]], key: str) -> dict:
+    """Medians of `key` per side and of the rounds' after/before ratios."""
+    # The machine's speed drifts between rounds more than a small change moves it: the paired
+    # ratio of each round is the figure to read, its median over rounds the summary.
+    rates = {k: [a[key] for a in v] for k, v in answers.items()}
+    ratios = [a / b for a, b in zip(rates["after"], rates["before"])]
+    return {key: {k: round(statistics.median(r), 1) for k, r in rates.items()},
+            f"runs_{key}": {k: [round(x, 1) for x in r] for k, r in rates.items()},
+            "after_over_before_per_round": [round(r, 3) for r in ratios],
+            "after_over_before": round(statistics.median(ratios), 3)}
 
 
 def main() -> None:
@@ -86,43 +127,21 @@ def main() -> None:
         ap.error("--before REV is required")
     from decode_options import agreement, rounded_metrics
 
-    rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.before],
-                         check=True, capture_output=True, text=True).stdout.strip()
+    rev = short_rev(args.before)
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        (tmp / "code").mkdir()
-        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "pipeline"], check=True, capture_output=True)
-        subprocess.run(["tar", "-x", "-C", str(tmp / "code")], input=archive.stdout, check=True)
-        procs = {"before": start(tmp / "code", args.variant, tmp / "before"),
-                 "after": start(ROOT, args.variant, tmp / "after")}
-        rates: dict[str, list[float]] = {k: [] for k in procs}
-        for i in range(args.runs + 1):
-            names = list(procs) if i % 2 else list(procs)[::-1]  # alternate who goes first
-            for name in names:
-                info = round_of(procs[name])
-                if i:  # the first round warms up both
-                    rates[name].append(info["users_per_s"])
-        for proc in procs.values():
-            proc.stdin.close()
-            proc.wait()
-        lists = {k: dict(np.load(tmp / k / "lists.npz")) for k in procs}
+        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant], Path(tmp))
+        lists = {k: dict(np.load(Path(tmp) / k / "lists.npz")) for k in answers}
+    info = answers["after"][-1]
     result = {
         "what": "beam search users/s of two code revisions on one model, decoded in turn (bench/decode_revisions.py)",
         "date": dt.date.today().isoformat(), "machine": info["machine"], "variant": args.variant,
         "users": info["users"], "runs": args.runs,
-        "revisions": {"before": rev, "after": "working tree of " + subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()},
-        "users_per_s": {k: round(statistics.median(r), 1) for k, r in rates.items()},
-        "runs_users_per_s": {k: [round(x, 1) for x in r] for k, r in rates.items()},
+        "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
         "test": {k: rounded_metrics(v["top"], v["target"]) for k, v in lists.items()},
         "after_vs_before_lists": agreement((lists["before"]["top"], lists["before"]["scores"]),
                                            (lists["after"]["top"], lists["after"]["scores"])),
+        **paired_summary(answers, "users_per_s"),
     }
-    # The machine's speed drifts between rounds more than a small change moves it: the paired
-    # ratio of each round is the figure to read, its median over rounds the summary.
-    ratios = [a / b for a, b in zip(rates["after"], rates["before"])]
-    result["after_over_before_per_round"] = [round(r, 3) for r in ratios]
-    result["after_over_before"] = round(statistics.median(ratios), 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

@@ -1,0 +1,100 @@
+"""Recommender training speed of two revisions of the code, trained in turn on the same batches.
+
+    python bench/train_revisions.py --before REV [--variant lfpp] [--steps 40] [--runs 7] [--out PATH]
+
+For a change to the training code (dropout, attention, the loss), where a ratio between two
+separate runs would mostly measure the machine's drift. As `bench/decode_revisions.py`: one worker
+process imports `pipeline` from `git archive REV pipeline`, another from this checkout's working
+tree, and they take turns (the first alternates by round), `--runs` rounds after a warm-up round.
+Each builds the variant's model from params.yaml (recommender.model, train.seed) and trains it as
+`mgr train` does (AdamW at train.lr and weight_decay, grad_clip, the fast dropout), `--steps`
+batches of data/sequences/<variant>/train.parquet per round, in the order `batch_order` gives for
+train.seed, from the same global seed. examples/s is the median, the speed-up the median of the
+rounds' paired ratios. Both sides see the same batches and dropout draws, so equal per-step losses
+show that a change left training's arithmetic as it was.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from decode_revisions import paired_rounds, paired_summary, short_rev  # noqa: E402
+from machine import machine  # noqa: E402
+
+
+def worker(code: Path, variant: str, steps: int) -> None:
+    """Train `steps` batches once per line read from stdin; answer examples/s and the losses."""
+    sys.path.insert(0, str(code))
+    import torch
+
+    from pipeline.layout import Layout
+    from pipeline.params import load_params
+    from pipeline.seq2seq import build_for_layout, seq2seq_loss
+    from pipeline.train import batch_order, read_examples, trimmed
+
+    rec = load_params(ROOT / "params.yaml").recommender
+    seq = ROOT / "data" / "sequences" / variant
+    ex = read_examples(seq / "train.parquet")
+    torch.manual_seed(rec.train.seed)
+    model = build_for_layout(rec.model, Layout.load(seq / "layout.json"), rec.train.seed).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=rec.train.lr, weight_decay=rec.train.weight_decay)
+    batches = iter(batch_order(ex.lengths, rec.train.batch_size, torch.Generator().manual_seed(rec.train.seed)))
+    for _ in sys.stdin:
+        losses, n = [], 0
+        t0 = time.perf_counter()
+        for _, b in zip(range(steps), batches):
+            loss = seq2seq_loss(model, trimmed(ex.input_ids[b]), ex.labels[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if rec.train.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), rec.train.grad_clip)
+            opt.step()
+            losses.append(float(loss.detach()))
+            n += len(b)
+        print(json.dumps({"examples_per_s": n / (time.perf_counter() - t0), "losses": losses,
+                          "machine": machine()}), flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--before", help="git revision whose pipeline/ the working tree's is compared with")
+    ap.add_argument("--variant", default="lfpp")
+    ap.add_argument("--steps", type=int, default=40, help="training batches per round")
+    ap.add_argument("--runs", type=int, default=7)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_revisions.json")
+    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        return worker(args.worker, args.variant, args.steps)
+    if not args.before:
+        ap.error("--before REV is required")
+    rev = short_rev(args.before)
+    with tempfile.TemporaryDirectory() as tmp:
+        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant, "--steps", str(args.steps)],
+                                Path(tmp))
+    losses = {k: [x for a in v for x in a["losses"]] for k, v in answers.items()}
+    result = {
+        "what": "recommender training examples/s of two code revisions, trained in turn (bench/train_revisions.py)",
+        "date": dt.date.today().isoformat(), "machine": answers["after"][-1]["machine"], "variant": args.variant,
+        "steps_per_round": args.steps, "runs": args.runs,
+        "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
+        "same_losses": losses["before"] == losses["after"],
+        "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["before"], losses["after"])),
+        "last_loss": {k: v[-1] for k, v in losses.items()},
+        **paired_summary(answers, "examples_per_s"),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
