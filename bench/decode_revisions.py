@@ -112,14 +112,20 @@ def paired_summary(answers: dict[str, list[dict]], key: str) -> dict:
             "after_over_before": round(statistics.median(ratios), 3)}
 
 
-def main() -> None:
+def revision_parser(out_name: str, runs: int) -> argparse.ArgumentParser:
+    """The arguments of a two-revision bench, its workers' hidden ones included."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", help="git revision whose pipeline/ the working tree's is compared with")
     ap.add_argument("--variant", default="lfpp")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "decode_revisions.json")
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / out_name)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    return ap
+
+
+def main() -> None:
+    ap = revision_parser("decode_revisions.json", runs=5)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.variant, args.worker_out)

@@ -15,7 +15,6 @@ show that a change left training's arithmetic as it was.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from decode_revisions import paired_rounds, paired_summary, short_rev  # noqa: E402
+from decode_revisions import paired_rounds, paired_summary, revision_parser, short_rev  # noqa: E402
 from machine import machine  # noqa: E402
 
 
@@ -63,14 +62,8 @@ def worker(code: Path, variant: str, steps: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--before", help="git revision whose pipeline/ the working tree's is compared with")
-    ap.add_argument("--variant", default="lfpp")
+    ap = revision_parser("train_revisions.json", runs=7)
     ap.add_argument("--steps", type=int, default=40, help="training batches per round")
-    ap.add_argument("--runs", type=int, default=7)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_revisions.json")
-    ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
-    ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         return worker(args.worker, args.variant, args.steps)
