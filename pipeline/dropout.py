@@ -37,8 +37,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if p >= 1.0:
         return torch.zeros_like(x)
     # A float mask of 0 and 1/(1-p): one product forward and one backward, instead of a scaling,
-    # a where and the where's backward (1.04x a training step; same values, but a dropped negative
-    # element is -0.0).
+    # a where and the where's backward (same values, but a dropped negative element is -0.0). With
+    # the scaling skipped in `attention`, a training step is 1.04x (bench/train_revisions.py).
     return x * torch.where(keep_mask(x.shape, p, x.device), 1.0 / (1.0 - p), 0.0).to(x.dtype)
 
 
@@ -65,7 +65,7 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
                                       scaling=scaling, position_bias=position_bias, **kwargs)
     scores = torch.matmul(query, key.transpose(2, 3))
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    if scaling != 1.0:  # T5's is 1: skip a pass over the scores forward and backward (1.04x a step)
+    if scaling != 1.0:  # T5's is 1: skip a pass over the scores, forward and backward
         scores = scores * scaling
     if position_bias is not None:
         scores = scores + position_bias
