@@ -11,7 +11,7 @@ time includes dvc's start-up (about a second). Then the median of `--noop-runs` 
 and leaves its outputs and dvc.lock updated, as `dvc repro --force` would. `data/cache` (the
 resumable state of unfinished, and the checkpoints of finished, training runs) is deleted first:
 a stage that finds its finished checkpoint there returns at once, which is not a fresh run.
-`--only` re-measures the named stages and replaces their rows in the results file.
+`--only` re-measures the named stages (or all of a kind, `--only train evaluate`) and replaces their rows in the results file.
 Writes bench/results/pipeline_profile.json.
 """
 from __future__ import annotations
@@ -49,20 +49,26 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", type=Path, default=ROOT)
     ap.add_argument("--noop-runs", type=int, default=3)
-    ap.add_argument("--only", nargs="*", help="re-measure these stages only, updating the results file")
+    ap.add_argument("--only", nargs="*", help="re-measure these stages (names, or kinds such as `train`) only, "
+                                              "updating the results file")
     args = ap.parse_args()
     repo = args.repo.resolve()
     out = ROOT / "bench" / "results" / "pipeline_profile.json"
-    shutil.rmtree(repo / "data" / "cache", ignore_errors=True)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                             text=True).stdout.strip()
     if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
                       text=True).stdout.strip():
         commit += " + uncommitted changes"
     old = {s["stage"]: s for s in json.loads(out.read_text())["stages"]} if args.only else {}
+    order = stage_order(repo)
+    if args.only:
+        unknown = [o for o in args.only if not any(o in (n, n.split("@")[0]) for n in order)]
+        if unknown:
+            sys.exit(f"--only: no stage named or of kind {', '.join(unknown)} (stages: {', '.join(order)})")
+    shutil.rmtree(repo / "data" / "cache", ignore_errors=True)
     stages = []
-    for name in stage_order(repo):
-        if args.only and name not in args.only:
+    for name in order:
+        if args.only and name not in args.only and name.split("@")[0] not in args.only:
             stages.append(old[name])
             continue
         seconds, rss = timed(["dvc", "repro", "--single-item", "--force", name], repo)

@@ -12,7 +12,7 @@ from typing import Any
 import polars as pl
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, precision
 from pipeline.artifacts import atomic_path
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
@@ -56,8 +56,9 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
                               "top": top.tolist()}, schema_overrides={"top": pl.List(pl.Int64)})
         with atomic_path(per_user_out) as tmp:
             frame.write_parquet(tmp)
+    dtype = precision.resolve(cfg.decode_dtype, distributed.device())
     return {split: evaluate_top(top, ex.target),
-            "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k, "dtype": cfg.decode_dtype,
+            "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k, "dtype": dtype,
                          "seconds": round(seconds, 2), "users_per_s": round(len(ex.target) / seconds, 1),
                          "unfilled_slots": int((top < 0).sum())}}
 

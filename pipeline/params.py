@@ -203,7 +203,11 @@ class TrainParams(Section):
     beam: int = Field(20, ge=1)            # beam width (>= top_k)
     top_k: int = Field(20, ge=10)          # depth of the ranked list
     eval_batch: int = Field(64, ge=1)      # users per beam-search batch
-    decode_dtype: Literal["float32", "bfloat16"] = "float32"  # the network's dtype in beam search
+    # The network's dtype in beam search, and in training's forward passes (autocast: weights,
+    # gradients and optimizer state stay float32). auto: bfloat16 where the hardware multiplies
+    # it natively, else float32 (pipeline/precision.py).
+    decode_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
+    train_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
     seed: int = 0
 

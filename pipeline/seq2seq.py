@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from transformers import T5Config, T5ForConditionalGeneration
 
-from pipeline import dropout
+from pipeline import dropout, precision
 from pipeline.beam import ItemTrie, constrained_beam_search
 from pipeline.layout import EOS, PAD, Layout
 from pipeline.params import ModelParams
@@ -238,7 +238,8 @@ def step_function(model: T5ForConditionalGeneration, input_ids: torch.Tensor, be
 
 def decoding_copy(model: T5ForConditionalGeneration, dtype: str) -> T5ForConditionalGeneration:
     """The model in eval mode with its weights in `dtype` ("float32": the model itself; else a
-    cast copy, so that training goes on in float32)."""
+    cast copy, so that training goes on in float32; "auto": pipeline/precision.py)."""
+    dtype = precision.resolve(dtype, next(model.parameters()).device)
     if dtype == "float32":
         return model.eval()
     # deepcopy keeps TiedHead's reference to the copy's own embeddings; .to() casts in place.

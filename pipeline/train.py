@@ -33,7 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline import distributed
+from pipeline import distributed, precision
 from pipeline.beam import ItemTrie
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.layout import PAD, Layout
@@ -135,14 +135,16 @@ def alignment_loss(model, first: torch.Tensor, second: torch.Tensor, cfg: AlignP
 class Objective(torch.nn.Module):
     """Both phases' losses as one module, so that DistributedDataParallel sees every forward."""
 
-    def __init__(self, model, align: AlignParams):
+    def __init__(self, model, align: AlignParams, dtype: str = "float32"):
         super().__init__()
-        self.model, self.align = model, align
+        self.model, self.align, self.dtype = model, align, dtype
 
     def forward(self, phase: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        if phase == "align":
-            return alignment_loss(self.model, a, b, self.align)
-        return seq2seq_loss(self.model, trimmed(a), b)
+        # Autocast inside the module, so that DistributedDataParallel's forward gets it too.
+        with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
+            if phase == "align":
+                return alignment_loss(self.model, a, b, self.align)
+            return seq2seq_loss(self.model, trimmed(a), b)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -155,6 +157,8 @@ def fingerprint(seq_dir: Path, variant: VariantParams, rec: RecommenderParams) -
         run["world"] = distributed.world_size()
     if distributed.device().type != "cpu":  # other kernels, and the RNG states are the device's
         run["device"] = distributed.device().type
+    # "auto" is not a dtype: what it resolves to on this machine is what the run trains with.
+    run["dtypes"] = [precision.resolve(d, distributed.device()) for d in (rec.train.train_dtype, rec.train.decode_dtype)]
     h.update(json.dumps(run, sort_keys=True).encode())
     for name in ("layout.json", "items.parquet", "train.parquet", "valid.parquet"):
         h.update((seq_dir / name).read_bytes())
@@ -177,7 +181,8 @@ class Trainer:
         self.model = build_for_layout(rec.model, self.layout, self.cfg.seed).to(self.device)
         if self.world > 1:
             torch.manual_seed(self.cfg.seed + 1 + self.rank)  # each rank its own dropout draws
-        objective = Objective(self.model, variant.align)
+        self.train_dtype = precision.resolve(self.cfg.train_dtype, self.device)
+        objective = Objective(self.model, variant.align, self.train_dtype)
         if self.world > 1:
             on_gpu = [self.device.index] if self.device.type == "cuda" else None
             objective = DistributedDataParallel(objective, device_ids=on_gpu)
@@ -399,7 +404,8 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
         "best_epoch": trainer.state["best_epoch"], "epochs": trainer.state["epoch"],
         "steps": trainer.state["step"], "seconds_this_run": round(time.perf_counter() - t0, 1),
         "parameters": sum(p.numel() for p in model.parameters()),
-        "train_examples": len(trainer.train.labels), "valid_users": len(trainer.valid.target)}}
+        "train_examples": len(trainer.train.labels), "valid_users": len(trainer.valid.target),
+        "dtype": trainer.train_dtype}}
     if trainer.world > 1:
         report["train"]["processes"] = trainer.world
     if trainer.rank == 0:

@@ -75,6 +75,24 @@ def test_training_learns_the_cycle(seqs, tmp_path):
     assert set(saved) == {"config", "state_dict"}
 
 
+def test_bfloat16_training_learns_with_float32_weights(seqs, tmp_path):
+    """train_dtype bfloat16: the forward runs under autocast (the loss differs from float32's in
+    bfloat16's precision), weights and optimizer state stay float32, and the model still learns."""
+    cfg = rec(max_epochs=25, lr=1e-2)
+    half = Trainer(seqs["text"], VariantParams(modalities=["text"]),
+                   cfg.model_copy(update={"train": cfg.train.model_copy(update={"train_dtype": "bfloat16"})}),
+                   None, None)
+    full = Trainer(seqs["text"], VariantParams(modalities=["text"]), cfg, None, None)
+    ids, labels = half.train.input_ids[:16], half.train.labels[:16]
+    with torch.no_grad():
+        l16, l32 = half.objective("train", ids, labels), full.objective("train", ids, labels)
+    assert l16.dtype == torch.float32 and l16 != l32 and abs(float(l16 - l32)) < 0.05 * float(l32)
+    half.run()
+    assert {p.dtype for p in half.model.parameters()} == {torch.float32}
+    assert all(s["exp_avg"].dtype == torch.float32 for s in half.opt.state.values())
+    assert max(h["valid/recall@10"] for h in half.tracker.history if "valid/recall@10" in h) >= 0.8
+
+
 def _run(seq_dir, work, live, stop_after=None):
     trainer = Trainer(seq_dir, LFPP, rec(), work / "last.pt", live)
     finished = trainer.run(stop_after)
