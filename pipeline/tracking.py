@@ -12,17 +12,20 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("DVCLIVE_LOGLEVEL", "WARNING")
-from dvclive import Live  # noqa: E402
 
-
-class _PlotsOnlyLive(Live):
+def _plots_only_live(out_dir: str):
     """DVCLive without its DVC/git integration: we save no experiments and write no dvc.yaml
     (the plots are declared in ours), and that integration asks git for HEAD, which fails in a
-    repository without commits (e.g. right after `git init; dvc init`)."""
+    repository without commits (e.g. right after `git init; dvc init`). Imported here, not at
+    the top, so that training without curves (library use, a GPU box without dvc) needs no dvclive."""
+    os.environ.setdefault("DVCLIVE_LOGLEVEL", "WARNING")
+    from dvclive import Live
 
-    def _init_dvc(self) -> None:
-        self._dvc_file = None
+    class PlotsOnlyLive(Live):
+        def _init_dvc(self) -> None:
+            self._dvc_file = None
+
+    return PlotsOnlyLive(out_dir, dvcyaml=False, save_dvc_exp=False, report=None)
 
 
 class Tracker:
@@ -34,7 +37,7 @@ class Tracker:
         if out_dir is not None:
             shutil.rmtree(out_dir, ignore_errors=True)  # a fresh folder: no rows from an older run
             Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
-            self.live = _PlotsOnlyLive(str(out_dir), dvcyaml=False, save_dvc_exp=False, report=None)
+            self.live = _plots_only_live(str(out_dir))
         for record in history or []:
             record = dict(record)
             self.log(record.pop("step"), **record)

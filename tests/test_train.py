@@ -124,6 +124,46 @@ def test_finished_run_is_not_retrained(seqs, tmp_path):
     assert again.run() is True and again.state["step"] == first.state["step"]
 
 
+def _losses(trainer):
+    return [h[k] for h in trainer.tracker.history for k in sorted(h) if "loss" in k]
+
+
+needs_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_training_on_a_gpu_learns_and_its_model_decodes_on_the_cpu(seqs, tmp_path, monkeypatch, dtype):
+    """MGR_DEVICE=cuda: alignment and training on the GPU (bfloat16: under autocast), weights saved
+    as CPU tensors; decoded on the CPU in float32, the model ranks as it did on the GPU."""
+    from pipeline.evaluate import evaluate_variant
+    monkeypatch.setenv("MGR_DEVICE", "cuda")
+    cfg = rec(max_epochs=25, lr=1e-2, train_dtype=dtype, decode_dtype=dtype)
+    report = train_variant(seqs["lfpp"], LFPP, cfg, tmp_path / "m.pt", tmp_path / "m.json", None, tmp_path / "w")
+    assert report["train"]["dtype"] == dtype and report["valid"]["recall@10"] >= 0.8
+    saved = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert {v.device.type for v in saved["state_dict"].values()} == {"cpu"}
+    monkeypatch.setenv("MGR_DEVICE", "cpu")
+    on_cpu = evaluate_variant(seqs["lfpp"], tmp_path / "m.pt", cfg.train.model_copy(update={"decode_dtype": "float32"}),
+                              "valid")
+    assert on_cpu["valid"]["recall@10"] == pytest.approx(report["valid"]["recall@10"], abs=0.05)
+
+
+@needs_gpu
+def test_killed_run_on_a_gpu_resumes_to_the_same_result(seqs, tmp_path, monkeypatch):
+    """The GPU's dropout generator is checkpointed too; its kernels (atomic adds in the embedding
+    gradients) are not bit-reproducible, so the comparison has a tolerance."""
+    monkeypatch.setenv("MGR_DEVICE", "cuda")
+    full, _ = _run(seqs["lfpp"], tmp_path / "a", None)
+    for budget in (3, 12):
+        _run(seqs["lfpp"], tmp_path / "b", None, stop_after=budget)
+    resumed, done = _run(seqs["lfpp"], tmp_path / "b", None)
+    assert done and resumed.state["step"] == full.state["step"]
+    assert len(_losses(full)) == 5 and _losses(resumed) == pytest.approx(_losses(full), rel=1e-3)
+    for k, v in full.model.state_dict().items():
+        torch.testing.assert_close(v, resumed.model.state_dict()[k], atol=1e-3, rtol=1e-3)
+
+
 def test_alignment_phase_lowers_translation_loss(seqs):
     trainer = Trainer(seqs["lfpp"], LFPP.model_copy(update={"align": AlignParams(epochs=15, lr=1e-2)}),
                       rec(max_epochs=1), None, None)
