@@ -19,6 +19,8 @@ there. Training writes no DVCLive curves, so no dvc is needed on the GPU machine
    The test split is decoded once, at the end.
 3. The embedded default's text and lfpp variants with params.yaml as it is: training time,
    decoding users/s, test metrics.
+`--dropout-ab` first times training steps with torch's fused dropout and SDPA on the GPU
+against this project's CPU dropout code run there (pipeline/dropout.py).
 --out is rewritten after each part, so a run cut short keeps what it finished.
 """
 from __future__ import annotations
@@ -103,6 +105,33 @@ def profile_steps(seq: Path, rec: RecommenderParams, variant: VariantParams, ste
             "top_self_cpu_ms_per_step": {e.key: round(e.self_cpu_time_total / 1e3 / steps, 2) for e in top}}
 
 
+def dropout_ab(seq: Path, rec: RecommenderParams, variant: VariantParams, rounds: int = 5, steps: int = 40) -> dict:
+    """Seconds per training step with torch's fused dropout and SDPA on the GPU (pipeline/dropout.py's
+    NATIVE_ON_GPU) against the CPU's dropout code run there: one trainer each, alternating in one
+    process, median of `rounds`; and the fused side's profile."""
+    from pipeline import dropout
+    trainers, times = {}, {True: [], False: []}
+    for native in (True, False):
+        dropout.NATIVE_ON_GPU = native
+        trainers[native] = Trainer(seq, variant, rec, None, None)
+        trainers[native].run(20)  # warm-up
+    for r in range(rounds):
+        for native in ((True, False) if r % 2 == 0 else (False, True)):
+            dropout.NATIVE_ON_GPU = native
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            trainers[native].run(steps)
+            torch.cuda.synchronize()
+            times[native].append((time.perf_counter() - t0) / steps)
+    dropout.NATIVE_ON_GPU = True
+    med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
+    return {"rounds": rounds, "steps": steps, "batch_size": rec.train.batch_size,
+            "fused_ms_per_step": round(med[True] * 1e3, 2), "cpu_code_ms_per_step": round(med[False] * 1e3, 2),
+            "speedup": round(med[False] / med[True], 3),
+            "per_round_ratios": [round(b / a, 3) for a, b in zip(times[True], times[False])],
+            "fused_profile": profile_steps(seq, rec, variant)}
+
+
 def beauty(seq: Path, budget_s: float, work: Path, extra: dict) -> dict:
     overrides = {**OVERRIDES, **TIGER_SIZE, "recommender.train.eval_users": 0, "recommender.train.patience": 100,
                  "recommender.train.eval_batch": 512, **extra, "recommender.train.max_epochs": 1}
@@ -145,7 +174,9 @@ def embedded(seq_root: Path, variants: list[str], work: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--beauty-seq", type=Path, help="Beauty's text sequences (bench/real_beauty.py --no-train)")
-    ap.add_argument("--budget-s", type=float, default=300, help="Beauty's training budget, seconds")
+    ap.add_argument("--budget-s", type=float, default=300, help="Beauty's training budget, seconds (0: no training)")
+    ap.add_argument("--dropout-ab", action="store_true",
+                    help="first time training steps with fused dropout/SDPA against the CPU code, at TIGER's size")
     ap.add_argument("--embedded", type=Path, help="the embedded default's data/sequences")
     ap.add_argument("--set", nargs="*", default=[], help="more params overrides for Beauty, key=value (YAML values)")
     ap.add_argument("--variants", default="text,lfpp", help="the embedded default's variants to run")
@@ -158,7 +189,11 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        if args.beauty_seq:
+        if args.beauty_seq and args.dropout_ab:
+            result["dropout_ab"] = dropout_ab(args.beauty_seq, *params_with({**OVERRIDES, **TIGER_SIZE}))
+            print(f"dropout A/B: {result['dropout_ab']}", file=sys.stderr, flush=True)
+            args.out.write_text(json.dumps(result, indent=2) + "\n")
+        if args.beauty_seq and args.budget_s > 0:
             result["beauty_text"] = beauty(args.beauty_seq, args.budget_s, work,
                                             {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args.set)})
             args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -31,9 +31,17 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     return lanes >= -32768 + round(p * 65536)
 
 
+# On a GPU torch's own dropout is one fused kernel and SDPA fuses the attention's; the lanes and
+# the eager attention below are for the CPU, where they would only add kernel launches (a GPU step
+# of this model is launch-bound: bench/on_gpu.py). Off: the CPU code everywhere (bench A/B only).
+NATIVE_ON_GPU = True
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p == 0.0:
         return x
+    if x.is_cuda and NATIVE_ON_GPU:
+        return torch.nn.functional.dropout(x, p, True)
     if p >= 1.0:
         return torch.zeros_like(x)
     # A float mask of 0 and 1/(1-p): one product forward and one backward, instead of a scaling,
@@ -58,10 +66,10 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
               attention_mask: torch.Tensor | None, scaling: float | None = None,
               position_bias: torch.Tensor | None = None, **kwargs):
     """T5's attention (scores + position bias + mask, softmax, dropout, weighted sum). With dropout
-    in training it is computed here, since SDPA's CPU dropout is the slow path; otherwise SDPA."""
+    in training on the CPU it is computed here, since SDPA's CPU dropout is the slow path; otherwise SDPA."""
     p = kwargs.pop("dropout", 0.0)  # transformers passes the rate as `dropout`, this module's function name
-    if not module.training or p == 0.0:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=0.0,
+    if not module.training or p == 0.0 or (query.is_cuda and NATIVE_ON_GPU):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=p if module.training else 0.0,
                                       scaling=scaling, position_bias=position_bias, **kwargs)
     scores = torch.matmul(query, key.transpose(2, 3))
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
