@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from machine import machine  # noqa: E402
-from real_beauty import OVERRIDES, PUBLISHED, set_key  # noqa: E402
+from real_beauty import OVERRIDES, PUBLISHED, parse_sets, set_key  # noqa: E402
 
 from pipeline.evaluate import evaluate_variant  # noqa: E402
 from pipeline.params import RecommenderParams, VariantParams, validate  # noqa: E402
@@ -52,12 +52,12 @@ TIGER_SIZE = {"recommender.model.encoder_layers": 4, "recommender.model.decoder_
 PROBE_STEPS = 150  # the first 50 warm the GPU up (kernels, allocator); the next 100 are timed
 
 
-def params_with(overrides: dict) -> tuple[RecommenderParams, VariantParams]:
+def params_with(overrides: dict, variant: str = "text") -> tuple[RecommenderParams, VariantParams]:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     for key, value in overrides.items():
         set_key(params, key, value)
     return (validate(RecommenderParams, params["recommender"], "params.yaml", "recommender"),
-            validate(VariantParams, params["variants"]["text"], "params.yaml", "variants.text"))
+            validate(VariantParams, params["variants"][variant], "params.yaml", f"variants.{variant}"))
 
 
 def gpu_facts() -> dict:
@@ -138,10 +138,10 @@ def beauty(seq: Path, budget_s: float, work: Path, extra: dict) -> dict:
     profiled = profile_steps(seq, *params_with(overrides))
     print(f"beauty: profile {profiled}", file=sys.stderr, flush=True)
     p = probe(seq, *params_with(overrides))
-    train_s = p["steps_per_epoch"] * p["step_s"]
+    epoch_s = p["steps_per_epoch"] * p["step_s"]  # training alone
     # Validation at most about a quarter of the time: every epoch where decoding is cheap.
-    every = max(1, math.ceil(p["valid_s"] / (train_s / 3)))
-    epochs = max(1, min(200, math.floor(budget_s / (train_s + p["valid_s"] / every))))
+    every = max(1, math.ceil(p["valid_s"] / (epoch_s / 3)))
+    epochs = max(1, min(200, math.floor(budget_s / (epoch_s + p["valid_s"] / every))))
     overrides.update({"recommender.train.max_epochs": epochs, "recommender.train.eval_every": every})
     rec, variant = params_with(overrides)
     print(f"beauty: probe {p}, {epochs} epochs, validation every {every}", file=sys.stderr, flush=True)
@@ -154,11 +154,9 @@ def beauty(seq: Path, budget_s: float, work: Path, extra: dict) -> dict:
 
 
 def embedded(seq_root: Path, variants: list[str], work: Path) -> dict:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    rec = validate(RecommenderParams, params["recommender"], "params.yaml", "recommender")
     out = {}
     for name in variants:
-        variant = validate(VariantParams, params["variants"][name], "params.yaml", f"variants.{name}")
+        rec, variant = params_with({}, name)
         model = work / f"{name}.pt"
         t0 = time.perf_counter()
         train = train_variant(seq_root / name, variant, rec, model, work / f"{name}.json", None, work / "cache")
@@ -195,7 +193,7 @@ def main() -> None:
             args.out.write_text(json.dumps(result, indent=2) + "\n")
         if args.beauty_seq and args.budget_s > 0:
             result["beauty_text"] = beauty(args.beauty_seq, args.budget_s, work,
-                                            {k: yaml.safe_load(v) for k, v in (a.split("=", 1) for a in args.set)})
+                                            parse_sets(args.set))
             args.out.write_text(json.dumps(result, indent=2) + "\n")
         if args.embedded:
             result["embedded"] = embedded(args.embedded, args.variants.split(","), work)

@@ -53,6 +53,11 @@ def set_key(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
+def parse_sets(pairs: list[str]) -> dict:
+    """`--set key=value ...` as {dotted key: YAML value}."""
+    return {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in pairs)}
+
+
 def run(name: str, args: list[str], done: Path, wall: dict, wall_file: Path) -> None:
     if done.exists():
         print(f"{name}: {done} exists, not rerun", file=sys.stderr)
@@ -91,7 +96,7 @@ def main() -> None:
     (w / "no_images").mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     overrides = {**OVERRIDES, "recommender.train.max_epochs": args.epochs}
-    overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
+    overrides.update(parse_sets(args.set))
     for key, value in overrides.items():
         set_key(params, key, value)
     p = w / "params.yaml"
