@@ -11,7 +11,8 @@ time includes dvc's start-up (about a second). Then the median of `--noop-runs` 
 and leaves its outputs and dvc.lock updated, as `dvc repro --force` would. `data/cache` (the
 resumable state of unfinished, and the checkpoints of finished, training runs) is deleted first:
 a stage that finds its finished checkpoint there returns at once, which is not a fresh run.
-`--only` re-measures the named stages (or all of a kind, `--only train evaluate`) and replaces their rows in the results file.
+`--only` re-measures the named stages (or all of a kind, `--only train evaluate`) and replaces their rows in the results file;
+`--noop-only` the no-op runs alone. A "no-op" run that runs a stage is an error, not a figure.
 Writes bench/results/pipeline_profile.json.
 """
 from __future__ import annotations
@@ -36,11 +37,14 @@ def stage_order(repo: Path) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", out.stdout)
 
 
-def timed(cmd: list[str], repo: Path) -> tuple[float, float]:
-    """(wall seconds, peak RSS in MiB) of `cmd`, which must succeed."""
+def timed(cmd: list[str], repo: Path, noop: bool = False) -> tuple[float, float]:
+    """(wall seconds, peak RSS in MiB) of `cmd`, which must succeed (and, with `noop`, run no stage)."""
     res = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], cwd=repo, capture_output=True, text=True)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
+    ran = re.findall(r"Running stage '([^']+)'", res.stdout)
+    if noop and ran:  # a changed param or code file: that run timed the stages, not dvc's check
+        raise SystemExit(f"the no-op `dvc repro` ran {', '.join(ran)}: commit or repro first")
     seconds, kib = res.stderr.strip().splitlines()[-1].split()
     return float(seconds), int(kib) / 1024
 
@@ -51,6 +55,7 @@ def main() -> None:
     ap.add_argument("--noop-runs", type=int, default=3)
     ap.add_argument("--only", nargs="*", help="re-measure these stages (names, or kinds such as `train`) only, "
                                               "updating the results file")
+    ap.add_argument("--noop-only", action="store_true", help="re-measure the no-op `dvc repro` only")
     args = ap.parse_args()
     repo = args.repo.resolve()
     out = ROOT / "bench" / "results" / "pipeline_profile.json"
@@ -59,6 +64,14 @@ def main() -> None:
     if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
                       text=True).stdout.strip():
         commit += " + uncommitted changes"
+    if args.noop_only:
+        result = json.loads(out.read_text())
+        noop = [timed(["dvc", "repro"], repo, noop=True)[0] for _ in range(args.noop_runs)]
+        result.update(noop_repro_seconds=round(statistics.median(noop), 2), noop_repro_runs=[round(x, 2) for x in noop],
+                      noop_remeasured={"date": dt.date.today().isoformat(), "commit": commit})
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps({k: result[k] for k in ("noop_repro_seconds", "noop_repro_runs", "noop_remeasured")}))
+        return
     old = {s["stage"]: s for s in json.loads(out.read_text())["stages"]} if args.only else {}
     order = stage_order(repo)
     if args.only:
@@ -77,7 +90,7 @@ def main() -> None:
             stages[-1]["remeasured"] = dt.date.today().isoformat()
         print(f"{name:20s} {seconds:8.1f} s {rss:8.0f} MiB", flush=True)
     total = sum(s["seconds"] for s in stages)
-    noop = [timed(["dvc", "repro"], repo)[0] for _ in range(args.noop_runs)]
+    noop = [timed(["dvc", "repro"], repo, noop=True)[0] for _ in range(args.noop_runs)]
     by_kind: dict[str, float] = {}
     for s in stages:
         kind = s["stage"].split("@")[0]

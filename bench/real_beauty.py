@@ -1,7 +1,7 @@
 """The text variant (TIGER) and SASRec on the real Amazon 2014 Beauty data, next to TIGER's numbers.
 
     python bench/real_beauty.py [--data ../shared/data/amazon2014/Beauty] [--work /tmp/real_beauty]
-                                [--epochs 10] [--set recommender.train.lr=0.005 ...] [--no-train]
+                                [--epochs 10] [--set recommender.train.lr=0.005 ...] [--no-train] [--no-sasrec]
                                 [--result bench/results/real_beauty.json]
 
 Runs the stage commands a user runs, in a work folder, with this repo's params.yaml plus the
@@ -13,7 +13,8 @@ split is decoded once, by `evaluate` and at the end of `sasrec`. Writes
 `--result` (bench/results/real_beauty.json): test metrics, TIGER's published ones, the params used, wall time
 per stage (kept in the work folder's wall_s.json across invocations). Stages whose outputs are
 in the work folder are not rerun (delete it to start over); `--no-train` runs all but the text
-variant's training and evaluation, which a later invocation adds.
+variant's training and evaluation, which a later invocation adds; `--no-sasrec` leaves SASRec out
+(for runs that change only the text variant: SASRec reads no semantic IDs).
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ def main() -> None:
     ap.add_argument("--result", type=Path, default=ROOT / "bench" / "results" / "real_beauty.json")
     ap.add_argument("--no-train", action="store_true",
                     help="the data stages and SASRec only (a later run trains and evaluates the text variant)")
+    ap.add_argument("--no-sasrec", action="store_true", help="skip SASRec (it reads no semantic IDs)")
     args = ap.parse_args()
     w = args.work
     (w / "no_images").mkdir(parents=True, exist_ok=True)
@@ -119,23 +121,25 @@ def main() -> None:
                       "--ids-dir", str(w / "semantic_ids"), "--out", str(seq)], seq, wall, wall_file)
     if not args.no_train:
         train_and_evaluate(p, seq, w, wall, wall_file)
-    run("sasrec", ["sasrec", "--params", str(p), "--splits", str(ing / "splits.parquet"),
-                   "--items", str(ing / "items.parquet"), "--model", str(w / "sasrec.pt"),
-                   "--metrics", str(w / "eval_sasrec.json"), "--live", str(w / "dvclive" / "sasrec"),
-                   "--work-dir", str(w / "cache"), "--curve", str(w / "recall_at_k_sasrec.csv"), "--no-progress"],
-        w / "eval_sasrec.json", wall, wall_file)
+    if not args.no_sasrec:
+        run("sasrec", ["sasrec", "--params", str(p), "--splits", str(ing / "splits.parquet"),
+                       "--items", str(ing / "items.parquet"), "--model", str(w / "sasrec.pt"),
+                       "--metrics", str(w / "eval_sasrec.json"), "--live", str(w / "dvclive" / "sasrec"),
+                       "--work-dir", str(w / "cache"), "--curve", str(w / "recall_at_k_sasrec.csv"), "--no-progress"],
+            w / "eval_sasrec.json", wall, wall_file)
     if args.no_train:
         return
-    text, sasrec = (json.loads((w / f"eval_{m}.json").read_text()) for m in ("text", "sasrec"))
+    text = json.loads((w / "eval_text.json").read_text())
+    sasrec = None if args.no_sasrec else json.loads((w / "eval_sasrec.json").read_text())
     train = json.loads((w / "train_text.json").read_text())
     result = {
         "what": "text variant (TIGER) and SASRec on Amazon 2014 Beauty 5-core, test split (bench/real_beauty.py)",
         "date": dt.date.today().isoformat(),
         "machine": machine(),
         "overrides": overrides,
-        "test": {"text": text["test"], "sasrec": sasrec["test"]},
+        "test": {"text": text["test"], **({"sasrec": sasrec["test"]} if sasrec else {})},
         "published": PUBLISHED,
-        "text_train": train["train"], "text_valid": train["valid"], "sasrec_train": sasrec["train"],
+        "text_train": train["train"], "text_valid": train["valid"], **({"sasrec_train": sasrec["train"]} if sasrec else {}),
         "decoding": text.get("decoding"),
         "wall_s": wall,
     }

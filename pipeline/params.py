@@ -98,8 +98,12 @@ class EmbedParams(Section):
 
 
 class QuantizeParams(Section):
-    """One modality's RQ-VAE (method.md section 3)."""
+    """One modality's quantizer: an RQ-VAE (method.md section 3) or residual k-means."""
 
+    # rqvae: TIGER's RQ-VAE; rkmeans: residual k-means on the vectors themselves (GRID's default),
+    # seconds instead of minutes, no network, so code_dim, hidden, beta, epochs, lr, weight_decay,
+    # batch_size, kmeans_init and reseed_* do not apply (pipeline/quantize.py).
+    method: Literal["rqvae", "rkmeans"] = "rqvae"
     levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(256, ge=2, le=65536)
     code_dim: int = Field(32, ge=1)

@@ -1,4 +1,4 @@
-"""Semantic IDs: train one RQ-VAE per modality on the item vectors, then give every item a unique ID.
+"""Semantic IDs: fit one quantizer per modality on the item vectors, then give every item a unique ID.
 
 An item's ID is its L codes (one per level, each in 0..K-1) plus a `dedup` number: items
 whose L-tuples collide get 0, 1, 2, ... in item_idx order, so (codes, dedup) is unique.
@@ -24,6 +24,13 @@ Training (`train_rqvae`):
   only from shared codes never spends a code on a lone item (that would just leave the item's
   old code dead) and aims the new codes at items that would otherwise collide. At K=256 on
   2.5k and 12k MiniLM item vectors every code ended up used with either draw.
+
+`method: rkmeans` (`fit_rkmeans`) fits no network: the RQ-VAE model with identity encoder and
+decoder, whose codebooks are k-means of every item's residual, level by level (k-means++ seeds,
+then `RKMEANS_ITERS` faiss Lloyd iterations over all items; the same level-by-level fit that
+`kmeans_init` does on the RQ-VAE's first batch). The codes then quantize the standardized vectors
+themselves rather than a learned 32-d latent. GRID (snap-research) makes this its default semantic-ID
+step; here it takes seconds where the RQ-VAE's 500 epochs take minutes.
 
 Same data and params give the same model, codes and files, byte for byte (CPU, same torch
 thread count).
@@ -51,10 +58,14 @@ from pipeline.summary import level_usage
 from pipeline.vectors import read_vectors
 
 KMEANS_ITERS = 20
+RKMEANS_ITERS = 50  # all items, once: more Lloyd iterations cost little (faiss' default is 25)
 INFER_BATCH = 4096
 
 
 def model_config(in_dim: int, cfg: QuantizeParams) -> RQVAEConfig:
+    if cfg.method == "rkmeans":
+        return RQVAEConfig(in_dim=in_dim, hidden=[], code_dim=in_dim, levels=cfg.levels,
+                           codebook_size=cfg.codebook_size, beta=cfg.beta, autoencoder=False)
     return RQVAEConfig(in_dim=in_dim, hidden=list(cfg.hidden), code_dim=cfg.code_dim, levels=cfg.levels,
                        codebook_size=cfg.codebook_size, beta=cfg.beta)
 
@@ -79,7 +90,7 @@ def kmeans_pp(points: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarra
     return np.stack(seeds).astype(np.float32)
 
 
-def kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
+def kmeans(points: np.ndarray, k: int, seed: int, iters: int = KMEANS_ITERS) -> np.ndarray:
     """k centroids (k, d) of points (n, d); with n < k, the n points plus noisy copies of random ones."""
     points = np.ascontiguousarray(points, dtype=np.float32)
     n, d = points.shape
@@ -87,7 +98,7 @@ def kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     # min_points_per_centroid=1: a first batch of ~4 points per code is normal here, not a problem
     # to warn about; max_points_per_centroid=n: use every point, no sub-sampling.
-    km = faiss.Kmeans(d, m, niter=KMEANS_ITERS, seed=seed, min_points_per_centroid=1,
+    km = faiss.Kmeans(d, m, niter=iters, seed=seed, min_points_per_centroid=1,
                       max_points_per_centroid=max(n, 1), verbose=False)
     km.train(points, init_centroids=kmeans_pp(points, m, rng))
     cent = km.centroids
@@ -98,11 +109,11 @@ def kmeans(points: np.ndarray, k: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def kmeans_init(model: RQVAE, xb: torch.Tensor, seed: int) -> None:
-    """Codebooks from k-means of each level's residuals on one batch, level by level."""
+def kmeans_init(model: RQVAE, xb: torch.Tensor, seed: int, iters: int = KMEANS_ITERS) -> None:
+    """Codebooks from k-means of each level's residuals on the rows xb, level by level."""
     r = model.encoder(model.standardize(xb))
     for level in range(model.cfg.levels):
-        book = torch.from_numpy(kmeans(r.numpy(), model.cfg.codebook_size, seed + level))
+        book = torch.from_numpy(kmeans(r.numpy(), model.cfg.codebook_size, seed + level, iters))
         model.codebooks[level] = book
         r = r - book[nearest(r, book)]
 
@@ -190,6 +201,16 @@ def train_rqvae(x: np.ndarray, cfg: QuantizeParams, progress: bool = False) -> t
     return model, history
 
 
+def fit_rkmeans(x: np.ndarray, cfg: QuantizeParams) -> RQVAE:
+    """Residual k-means on x (n, d) float32 (`method: rkmeans`, module docstring)."""
+    xt = as_tensor(x)
+    model = RQVAE(model_config(xt.shape[1], cfg))
+    if cfg.standardize:
+        model.fit_standardization(xt)
+    kmeans_init(model, xt, cfg.seed, RKMEANS_ITERS)
+    return model.eval()
+
+
 @torch.no_grad()
 def assign_codes(model: RQVAE, x: np.ndarray) -> np.ndarray:
     """Codes (n, L) int64 of each row of x, in inference mode."""
@@ -263,7 +284,7 @@ def save_rqvae(model: RQVAE, cfg: QuantizeParams, dest: Path) -> None:
 def load_rqvae(path: str | Path) -> RQVAE:
     """The model of a checkpoint written by `quantize`, in eval mode (plain tensors: weights_only)."""
     if not Path(path).is_file():
-        raise PipelineError(f"{path}: RQ-VAE checkpoint not found (run `mgr quantize` first)")
+        raise PipelineError(f"{path}: quantizer checkpoint not found (run `mgr quantize` first)")
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
     model = RQVAE(RQVAEConfig(**ckpt["config"]))
     model.load_state_dict(ckpt["state_dict"])
@@ -295,25 +316,30 @@ def ids_frame(keys: pl.DataFrame, codes: np.ndarray, dedup: np.ndarray) -> pl.Da
 
 def quantize(embeddings: Path, cfg: QuantizeParams, out_ids: Path, out_model: Path, out_metrics: Path,
              modality: str, progress: bool = True) -> dict:
-    """Train the RQ-VAE on one modality's vectors; write semantic IDs, checkpoint and metrics."""
+    """Fit the quantizer (`cfg.method`) on one modality's vectors; write semantic IDs, checkpoint and metrics."""
     keys, x = read_item_vectors(embeddings)
     n, d = x.shape
     if n < cfg.codebook_size:
         print(f"quantize[{modality}]: note: {n} items < codebook_size {cfg.codebook_size}, "
               f"at most {n / cfg.codebook_size:.0%} of each codebook can be used", file=sys.stderr)
     t0 = time.perf_counter()
-    model, history = train_rqvae(x, cfg, progress=progress)
-    if not math.isfinite(history[-1]["loss"]):
-        raise PipelineError(f"{embeddings}: RQ-VAE training diverged (loss {history[-1]['loss']}); "
-                            f"try a lower quantize.{modality}.lr")
-    print(f"quantize[{modality}]: trained on {n} x {d} for {cfg.epochs} epochs in {time.perf_counter() - t0:.1f} s",
-          file=sys.stderr)
+    if cfg.method == "rkmeans":
+        model, fit = fit_rkmeans(x, cfg), {"kmeans_iters": RKMEANS_ITERS}
+        how = f"residual k-means, {RKMEANS_ITERS} iterations per level"
+    else:
+        model, history = train_rqvae(x, cfg, progress=progress)
+        if not math.isfinite(history[-1]["loss"]):
+            raise PipelineError(f"{embeddings}: RQ-VAE training diverged (loss {history[-1]['loss']}); "
+                                f"try a lower quantize.{modality}.lr")
+        fit = {"final_loss": _r(history[-1]["loss"]), "epochs": cfg.epochs,
+               "reseeded_codes": sum(h["reseeded"] for h in history)}
+        how = f"RQ-VAE, {cfg.epochs} epochs"
+    print(f"quantize[{modality}]: fitted on {n} x {d} ({how}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     codes = assign_codes(model, x)
     dedup = dedup_codes(codes)
-    metrics = {"modality": modality, "items": n, "dim": d, "levels": cfg.levels, "codebook_size": cfg.codebook_size,
-               **code_metrics(codes, dedup, reconstruction_mse(model, x), cfg.codebook_size),
-               "final_loss": _r(history[-1]["loss"]), "epochs": cfg.epochs,
-               "reseeded_codes": sum(h["reseeded"] for h in history)}
+    metrics = {"modality": modality, "method": cfg.method, "items": n, "dim": d, "levels": cfg.levels,
+               "codebook_size": cfg.codebook_size,
+               **code_metrics(codes, dedup, reconstruction_mse(model, x), cfg.codebook_size), **fit}
     write_parquet(ids_frame(keys, codes, dedup), out_ids)
     save_rqvae(model, cfg, out_model)
     write_json(metrics, out_metrics)

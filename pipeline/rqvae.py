@@ -14,6 +14,10 @@ the quantizer terms (squared L2 distances per item), as in open TIGER re-impleme
 (RQ-VAE-Recommender). With a per-element mean instead, on 384-d unit vectors the quantizer
 terms win, the latents collapse and all items end in a handful of codes. The per-element MSE
 that the metrics report is recon / in_dim.
+
+With `autoencoder=False` there is no encoder or decoder (both the identity, codes of the input's
+width): the codebooks quantize the standardized vectors themselves. Fitting that model is residual
+k-means (`quantize.fit_rkmeans`), not gradient steps.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ class RQVAEConfig:
     levels: int = 3
     codebook_size: int = 256
     beta: float = 0.25  # commitment weight: how hard the encoder is pulled towards the codes
+    autoencoder: bool = True  # False: identity encoder/decoder, code_dim = in_dim (RQ-KMeans)
 
 
 def mlp(dims: list[int]) -> nn.Sequential:
@@ -55,8 +60,13 @@ class RQVAE(nn.Module):
     def __init__(self, cfg: RQVAEConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = mlp([cfg.in_dim, *cfg.hidden, cfg.code_dim])
-        self.decoder = mlp([cfg.code_dim, *reversed(cfg.hidden), cfg.in_dim])
+        if cfg.autoencoder:
+            self.encoder = mlp([cfg.in_dim, *cfg.hidden, cfg.code_dim])
+            self.decoder = mlp([cfg.code_dim, *reversed(cfg.hidden), cfg.in_dim])
+        else:
+            if cfg.code_dim != cfg.in_dim:
+                raise ValueError(f"without an autoencoder code_dim must be in_dim ({cfg.in_dim}), got {cfg.code_dim}")
+            self.encoder, self.decoder = nn.Identity(), nn.Identity()
         # One (L, K, D) tensor: k-means init and re-seeding write rows of it in place.
         self.codebooks = nn.Parameter(torch.randn(cfg.levels, cfg.codebook_size, cfg.code_dim) * 0.1)
         self.register_buffer("shift", torch.zeros(cfg.in_dim))

@@ -1,4 +1,4 @@
-"""`mgr quantize`: one modality's item vectors -> RQ-VAE semantic IDs, checkpoint and metrics."""
+"""`mgr quantize`: one modality's item vectors -> semantic IDs (RQ-VAE or residual k-means), checkpoint and metrics."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,11 +15,11 @@ def quantize(
     params: Path = typer.Option(Path("params.yaml"), help="Params file; its `quantize.<modality>` section is used."),
     embeddings: Optional[Path] = typer.Option(None, help="Item vectors (default data/embeddings/<modality>.parquet)."),
     out: Optional[Path] = typer.Option(None, help="Semantic IDs (default data/semantic_ids/<modality>.parquet)."),
-    model: Optional[Path] = typer.Option(None, help="RQ-VAE checkpoint (default models/rqvae_<modality>.pt)."),
+    model: Optional[Path] = typer.Option(None, help="Quantizer checkpoint (default models/rqvae_<modality>.pt, whichever the method)."),
     metrics: Optional[Path] = typer.Option(None, help="Metrics JSON (default metrics/quantize_<modality>.json)."),
     progress: bool = typer.Option(True, help="Show a progress bar over epochs."),
 ) -> None:
-    """Train the RQ-VAE on one modality's vectors and give every item a unique semantic ID."""
+    """Fit the quantizer (quantize.<modality>.method) on one modality's vectors; give every item a unique semantic ID."""
     from pipeline.quantize import quantize as run_quantize
     if modality not in MODALITIES:
         raise typer.BadParameter(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}",

@@ -253,3 +253,47 @@ def test_standardization_makes_codes_independent_of_offset_and_spread():
     np.testing.assert_allclose(model.shift.numpy(), shifted.mean(0), rtol=1e-5)
     from sklearn.metrics import adjusted_rand_score  # the same partition, whatever the code numbers
     assert adjusted_rand_score(assign_codes(model, shifted)[:, 0], base[:, 0]) > 0.95
+
+
+# residual k-means (method: rkmeans)
+
+def test_rkmeans_gives_one_first_code_per_cluster_and_reloads_to_the_same_codes(tmp_path):
+    x, _, label = clusters()
+    emb = write_clusters(tmp_path / "text.parquet", x)
+    cfg = small(method="rkmeans")
+    m1, a = run(tmp_path, emb, cfg, "a")
+    _, b = run(tmp_path, emb, cfg, "b")
+    for key in ("ids", "metrics", "model"):  # deterministic, as the RQ-VAE
+        assert a[key].read_bytes() == b[key].read_bytes(), key
+    ids = pl.read_parquet(a["ids"])
+    first = ids["code_1"].to_numpy()
+    for c in range(CLUSTERS):  # rows of ids are item_idx order, as x
+        assert len(np.unique(first[label == c])) == 1
+    assert len(np.unique(first)) == CLUSTERS
+    assert m1["method"] == "rkmeans" and "epochs" not in m1 and m1["kmeans_iters"] > 0
+    model = load_rqvae(a["model"])
+    assert isinstance(model.encoder, torch.nn.Identity) and model.codebooks.shape == (2, 8, DIM)
+    assert np.array_equal(assign_codes(model, x), ids.select("code_1", "code_2").to_numpy())
+
+
+def test_rkmeans_second_level_lowers_the_reconstruction_error():
+    x, _, _ = clusters(spread=0.5)
+    from pipeline.quantize import fit_rkmeans, reconstruction_mse
+    one, two = (fit_rkmeans(x, small(method="rkmeans", levels=n)) for n in (1, 2))
+    assert reconstruction_mse(two, x) < 0.8 * reconstruction_mse(one, x)
+    # each level's codebook is the k-means of what the levels before it left over: near the origin
+    book = two.codebooks.detach()
+    assert float(book[1].norm(dim=1).max()) < float(book[0].norm(dim=1).max())
+
+
+def test_rkmeans_needs_no_network_params_and_unknown_methods_are_errors(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"quantize": {"text": {"method": "pq"}}}))
+    x, _, _ = clusters()
+    emb = write_clusters(tmp_path / "text.parquet", x)
+    kw = dict(params=params, embeddings=emb, out=tmp_path / "o.parquet", model=tmp_path / "o.pt",
+              metrics=tmp_path / "o.json", progress=False)
+    with pytest.raises(PipelineError, match=r"quantize\.text\.method: .*'rqvae' or 'rkmeans'"):
+        quantize_stage(modality="text", **kw)
+    with pytest.raises(ValueError, match="code_dim must be in_dim"):
+        RQVAE(RQVAEConfig(in_dim=DIM, code_dim=8, autoencoder=False))
