@@ -180,14 +180,20 @@ def train_epoch(model: RQVAE, opt: torch.optim.Optimizer, xt: torch.Tensor, cfg:
     return {key: v / len(xt) for key, v in sums.items()} | {"usage": usage}
 
 
-def train_rqvae(x: np.ndarray, cfg: QuantizeParams, progress: bool = False) -> tuple[RQVAE, list[dict]]:
-    """Train an RQ-VAE on x (n, d) float32; history has one dict per epoch."""
-    xt = as_tensor(x)
+def new_model(xt: torch.Tensor, cfg: QuantizeParams) -> RQVAE:
+    """The untrained model for `cfg.method`, standardized on xt if `cfg.standardize`."""
     with torch.random.fork_rng(devices=[]):  # seeded init without touching the caller's global RNG
         torch.manual_seed(cfg.seed)
         model = RQVAE(model_config(xt.shape[1], cfg))
     if cfg.standardize:
         model.fit_standardization(xt)
+    return model
+
+
+def train_rqvae(x: np.ndarray, cfg: QuantizeParams, progress: bool = False) -> tuple[RQVAE, list[dict]]:
+    """Train an RQ-VAE on x (n, d) float32; history has one dict per epoch."""
+    xt = as_tensor(x)
+    model = new_model(xt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # batches and re-seeding draws
     opt = make_optimizer(model, cfg)
     history: list[dict] = []
@@ -204,9 +210,7 @@ def train_rqvae(x: np.ndarray, cfg: QuantizeParams, progress: bool = False) -> t
 def fit_rkmeans(x: np.ndarray, cfg: QuantizeParams) -> RQVAE:
     """Residual k-means on x (n, d) float32 (`method: rkmeans`, module docstring)."""
     xt = as_tensor(x)
-    model = RQVAE(model_config(xt.shape[1], cfg))
-    if cfg.standardize:
-        model.fit_standardization(xt)
+    model = new_model(xt, cfg)
     kmeans_init(model, xt, cfg.seed, RKMEANS_ITERS)
     return model.eval()
 

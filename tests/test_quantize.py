@@ -44,11 +44,7 @@ def small(**kw) -> QuantizeParams:
 
 def identity_model(levels: int, k: int) -> RQVAE:
     """An RQ-VAE whose encoder is the identity, so codebooks live in the input space."""
-    model = RQVAE(RQVAEConfig(in_dim=DIM, hidden=[], code_dim=DIM, levels=levels, codebook_size=k))
-    with torch.no_grad():
-        model.encoder[0].weight.copy_(torch.eye(DIM))
-        model.encoder[0].bias.zero_()
-    return model
+    return RQVAE(RQVAEConfig(in_dim=DIM, code_dim=DIM, levels=levels, codebook_size=k, autoencoder=False))
 
 
 def write_clusters(path: Path, x: np.ndarray) -> Path:
