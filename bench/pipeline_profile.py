@@ -13,6 +13,9 @@ resumable state of unfinished, and the checkpoints of finished, training runs) i
 a stage that finds its finished checkpoint there returns at once, which is not a fresh run.
 `--only` re-measures the named stages (or all of a kind, `--only train evaluate`) and replaces their rows in the results file;
 `--noop-only` the no-op runs alone. A "no-op" run that runs a stage is an error, not a figure.
+Each no-op run is paired with one that hides ruamel's C YAML parser (`ruamel.yaml.clib`, which
+dvc uses for params.yaml, dvc.yaml and dvc.lock when it is installed), so the results also hold
+the no-op time with the pure-Python parser, measured interleaved on the same machine.
 Writes bench/results/pipeline_profile.json.
 """
 from __future__ import annotations
@@ -20,11 +23,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,9 +42,9 @@ def stage_order(repo: Path) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", out.stdout)
 
 
-def timed(cmd: list[str], repo: Path, noop: bool = False) -> tuple[float, float]:
+def timed(cmd: list[str], repo: Path, noop: bool = False, env: dict | None = None) -> tuple[float, float]:
     """(wall seconds, peak RSS in MiB) of `cmd`, which must succeed (and, with `noop`, run no stage)."""
-    res = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], cwd=repo, capture_output=True, text=True)
+    res = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], cwd=repo, capture_output=True, text=True, env=env)
     if res.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{res.stderr[-3000:]}")
     ran = re.findall(r"Running stage '([^']+)'", res.stdout)
@@ -47,6 +52,22 @@ def timed(cmd: list[str], repo: Path, noop: bool = False) -> tuple[float, float]
         raise SystemExit(f"the no-op `dvc repro` ran {', '.join(ran)}: commit or repro first")
     seconds, kib = res.stderr.strip().splitlines()[-1].split()
     return float(seconds), int(kib) / 1024
+
+
+def noop_runs(repo: Path, n: int) -> dict:
+    """Median of `n` no-op `dvc repro` runs, each followed by one with the C YAML parser hidden."""
+    with tempfile.TemporaryDirectory() as shadow:
+        # ruamel imports its C parser as the top-level module `_ruamel_yaml`; one that fails to
+        # import, first on the path, makes it fall back to the pure-Python parser.
+        (Path(shadow) / "_ruamel_yaml.py").write_text("raise ImportError('hidden by pipeline_profile.py')\n")
+        pure_env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [shadow, os.environ.get("PYTHONPATH")]))}
+        runs, pure = [], []
+        for _ in range(n):
+            runs.append(timed(["dvc", "repro"], repo, noop=True)[0])
+            pure.append(timed(["dvc", "repro"], repo, noop=True, env=pure_env)[0])
+    return {"noop_repro_seconds": round(statistics.median(runs), 2), "noop_repro_runs": [round(x, 2) for x in runs],
+            "noop_repro_pure_python_yaml_seconds": round(statistics.median(pure), 2),
+            "noop_repro_pure_python_yaml_runs": [round(x, 2) for x in pure]}
 
 
 def main() -> None:
@@ -66,11 +87,11 @@ def main() -> None:
         commit += " + uncommitted changes"
     if args.noop_only:
         result = json.loads(out.read_text())
-        noop = [timed(["dvc", "repro"], repo, noop=True)[0] for _ in range(args.noop_runs)]
-        result.update(noop_repro_seconds=round(statistics.median(noop), 2), noop_repro_runs=[round(x, 2) for x in noop],
-                      noop_remeasured={"date": dt.date.today().isoformat(), "commit": commit})
+        noop = noop_runs(repo, args.noop_runs)
+        result.update(noop, noop_remeasured={"date": dt.date.today().isoformat(), "commit": commit,
+                                             "machine": machine()})
         out.write_text(json.dumps(result, indent=2) + "\n")
-        print(json.dumps({k: result[k] for k in ("noop_repro_seconds", "noop_repro_runs", "noop_remeasured")}))
+        print(json.dumps({k: result[k] for k in [*noop, "noop_remeasured"]}, indent=2))
         return
     old = {s["stage"]: s for s in json.loads(out.read_text())["stages"]} if args.only else {}
     order = stage_order(repo)
@@ -90,7 +111,7 @@ def main() -> None:
             stages[-1]["remeasured"] = dt.date.today().isoformat()
         print(f"{name:20s} {seconds:8.1f} s {rss:8.0f} MiB", flush=True)
     total = sum(s["seconds"] for s in stages)
-    noop = [timed(["dvc", "repro"], repo, noop=True)[0] for _ in range(args.noop_runs)]
+    noop = noop_runs(repo, args.noop_runs)
     by_kind: dict[str, float] = {}
     for s in stages:
         kind = s["stage"].split("@")[0]
@@ -102,7 +123,7 @@ def main() -> None:
         "runs": 1, "end_to_end_seconds": round(total, 1),  # the stages' sum, dvc start-ups included
         "peak_rss_mib": max(s["peak_rss_mib"] for s in stages),
         "seconds_by_kind": by_kind, "stages": stages,
-        "noop_repro_seconds": round(statistics.median(noop), 2), "noop_repro_runs": [round(x, 2) for x in noop],
+        **noop,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "stages"}, indent=2))
