@@ -6,8 +6,8 @@
 For comparing models whose shape differs (e.g. `recommender.model.item_output`), where a ratio
 between two separate runs would mostly measure the machine's drift: every round decodes all test
 users of data/sequences/<variant> (run `dvc repro` first) with `--before`, then with `--after`,
-through `seq2seq.recommend` at params.yaml's beam, top_k, eval_batch and decode_dtype, as the
-evaluate stage does. An old checkpoint of the pipeline is in the DVC cache:
+through `seq2seq.recommend` at params.yaml's beam, top_k, eval_batch, decode_dtype and
+decode_workers, as the evaluate stage does. An old checkpoint of the pipeline is in the DVC cache:
 `git show REV:dvc.lock` gives its md5, the file is .dvc/cache/files/md5/<first 2>/<rest>.
 users/s is the median over `--runs` rounds; the result also has the test metrics of each.
 """
@@ -48,13 +48,14 @@ def main() -> None:
     for _ in range(args.runs):
         for name, model in models.items():
             t0 = time.perf_counter()
-            tops[name], _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype)
+            tops[name], _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype,
+                                      cfg.decode_workers)
             rates[name].append(len(ex.target) / (time.perf_counter() - t0))
     result = {
         "what": "beam search users/s of two checkpoints decoded in turn (bench/decode_models.py)",
         "date": dt.date.today().isoformat(), "machine": machine(), "variant": args.variant,
         "users": len(ex.target), "runs": args.runs, "beam": cfg.beam, "top_k": cfg.top_k,
-        "eval_batch": cfg.eval_batch, "decode_dtype": cfg.decode_dtype,
+        "eval_batch": cfg.eval_batch, "decode_dtype": cfg.decode_dtype, "decode_workers": cfg.decode_workers,
         "models": {k: {"path": str(paths[k]), "output_offset": output_offset(m),
                        "users_per_s": round(statistics.median(rates[k]), 1), "runs": [round(r, 1) for r in rates[k]],
                        "test": rounded_metrics(tops[k].numpy(), ex.target)}

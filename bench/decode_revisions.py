@@ -7,8 +7,9 @@ measure the machine's drift. `git archive REV pipeline` is unpacked to a tempora
 worker process imports `pipeline` from there, another from this checkout (its working tree,
 uncommitted changes included). Each loads models/recommender/<variant>.pt and the test split of
 data/sequences/<variant> (run `dvc repro` first), and decodes every test user through
-`seq2seq.recommend` at params.yaml's beam, top_k, eval_batch and decode_dtype, as `evaluate`
-does. The workers decode in turn, never together (the first alternates by round), `--runs` rounds
+`seq2seq.recommend` at params.yaml's beam, top_k, eval_batch, decode_dtype and decode_workers
+(read by this checkout's code, so that an older revision's need not know today's keys; one whose
+`recommend` has no `workers` decodes a batch at a time), as `evaluate` does. The workers decode in turn, never together (the first alternates by round), `--runs` rounds
 after one warm-up round; users/s is the median, the speed-up the median of the rounds' paired
 ratios. The result also has each revision's test metrics and how far the lists agree.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import inspect
 import json
 import statistics
 import subprocess
@@ -31,7 +33,16 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
 
 
-def worker(code: Path, variant: str, out_dir: Path) -> None:
+def decode_settings() -> dict:
+    """params.yaml's decoding settings, as this checkout reads them."""
+    from pipeline.params import load_params
+
+    cfg = load_params(ROOT / "params.yaml").recommender.train
+    return {"beam": cfg.beam, "k": cfg.top_k, "batch_size": cfg.eval_batch, "dtype": cfg.decode_dtype,
+            "workers": cfg.decode_workers}
+
+
+def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
     """Decode all test users once per line read from stdin; answer users/s per line.
 
     Imports nothing from bench/decode_options.py (whose test_split this repeats): that module puts
@@ -39,18 +50,18 @@ def worker(code: Path, variant: str, out_dir: Path) -> None:
     sys.path.insert(0, str(code))
     from pipeline.beam import ItemTrie
     from pipeline.evaluate import load_recommender
-    from pipeline.params import load_params
     from pipeline.seq2seq import recommend
     from pipeline.train import read_examples, read_items
 
-    cfg = load_params(ROOT / "params.yaml").recommender.train
+    if "workers" not in inspect.signature(recommend).parameters:
+        settings = {k: v for k, v in settings.items() if k != "workers"}
     seq = ROOT / "data" / "sequences" / variant
     item_idx, tokens = read_items(seq)
     trie, ex = ItemTrie(tokens, item_idx), read_examples(seq / "test.parquet")
     model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
     for _ in sys.stdin:
         t0 = time.perf_counter()
-        top, scores = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype)
+        top, scores = recommend(model, trie, ex.input_ids, **settings)
         rate = len(ex.target) / (time.perf_counter() - t0)
         np.savez(out_dir / "lists.npz", top=top.numpy(), scores=scores.numpy(), target=ex.target)
         print(json.dumps({"users_per_s": rate, "users": len(ex.target), "machine": machine()}), flush=True)
@@ -121,6 +132,7 @@ def revision_parser(out_name: str, runs: int) -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / out_name)
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--worker-settings", type=json.loads, help=argparse.SUPPRESS)
     return ap
 
 
@@ -128,20 +140,22 @@ def main() -> None:
     ap = revision_parser("decode_revisions.json", runs=5)
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.variant, args.worker_out)
+        return worker(args.worker, args.variant, args.worker_out, args.worker_settings)
     if not args.before:
         ap.error("--before REV is required")
     from decode_options import agreement, rounded_metrics
 
     rev = short_rev(args.before)
     with tempfile.TemporaryDirectory() as tmp:
-        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant], Path(tmp))
+        settings = decode_settings()
+        answers = paired_rounds(__file__, rev, args.runs,
+                                ["--variant", args.variant, "--worker-settings", json.dumps(settings)], Path(tmp))
         lists = {k: dict(np.load(Path(tmp) / k / "lists.npz")) for k in answers}
     info = answers["after"][-1]
     result = {
         "what": "beam search users/s of two code revisions on one model, decoded in turn (bench/decode_revisions.py)",
         "date": dt.date.today().isoformat(), "machine": info["machine"], "variant": args.variant,
-        "users": info["users"], "runs": args.runs,
+        "users": info["users"], "runs": args.runs, "settings": settings,
         "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
         "test": {k: rounded_metrics(v["top"], v["target"]) for k, v in lists.items()},
         "after_vs_before_lists": agreement((lists["before"]["top"], lists["before"]["scores"]),

@@ -45,7 +45,8 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
     trie = ItemTrie(tokens, item_idx)
     ex = read_examples(seq_dir / f"{split}.parquet")
     t0 = time.perf_counter()
-    top, _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype)
+    top, _ = recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype,
+                       cfg.decode_workers)
     seconds = time.perf_counter() - t0
     top = top.numpy()
     if curve_out is not None:

@@ -207,6 +207,8 @@ class TrainParams(Section):
     beam: int = Field(20, ge=1)            # beam width (>= top_k)
     top_k: int = Field(20, ge=10)          # depth of the ranked list
     eval_batch: int = Field(64, ge=1)      # users per beam-search batch
+    # batches decoded at once, on threads (seq2seq.decode_workers); auto: on the CPU one per torch thread
+    decode_workers: int | Literal["auto"] = "auto"
     # The network's dtype in beam search, and in training's forward passes (autocast: weights,
     # gradients and optimizer state stay float32). auto: bfloat16 where the hardware multiplies
     # it natively, else float32 (pipeline/precision.py).
@@ -214,6 +216,14 @@ class TrainParams(Section):
     train_dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
     seed: int = 0
+
+    @field_validator("decode_workers", mode="before")
+    @classmethod
+    def _workers(cls, v: Any) -> Any:
+        # One message instead of pydantic's one per member of the union.
+        if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError("must be an integer >= 1 or auto")
+        return v
 
     @model_validator(mode="after")
     def _beam(self) -> "TrainParams":

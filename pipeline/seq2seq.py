@@ -20,7 +20,9 @@ in one index, whatever the layout.
 from __future__ import annotations
 
 import copy
-from typing import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -246,9 +248,31 @@ def decoding_copy(model: T5ForConditionalGeneration, dtype: str) -> T5ForConditi
     return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
 
 
+def decode_workers(workers: int | Literal["auto"], device: torch.device, n_batches: int) -> int:
+    """How many batches decode at once (`recommender.train.decode_workers`). auto: on the CPU one
+    per thread torch would use, each running its ops on one thread; 1 on a GPU."""
+    if workers == "auto":
+        workers = torch.get_num_threads() if device.type == "cpu" else 1
+    return max(1, min(workers, n_batches))
+
+
+@contextmanager
+def ops_on_one_thread(on: bool) -> Iterator[None]:
+    """torch's ops single-threaded inside (the setting is process-wide), restored after."""
+    threads = torch.get_num_threads()
+    if on:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if on:
+            torch.set_num_threads(threads)
+
+
 @torch.inference_mode()
-def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torch.Tensor,
-              beam: int, k: int, batch_size: int, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torch.Tensor, beam: int, k: int,
+              batch_size: int, dtype: str = "float32",
+              workers: int | Literal["auto"] = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k items (item indices, -1 where fewer exist) and their log-probabilities, per row,
     decoded on the model's device and returned on the CPU.
 
@@ -256,18 +280,33 @@ def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torc
     encoder's and cross-attention's work goes to padding (1.27x on lfpp); results go back to
     the input's row order. `dtype` "bfloat16" runs the network in bfloat16 (the scores are
     summed in float32): faster where the CPU or GPU has bfloat16 matmuls, with rankings that
-    can differ from float32's where two items' scores are close (README: "Decoding and metrics")."""
+    can differ from float32's where two items' scores are close (README: "Decoding and metrics").
+
+    `workers` > 1 (see `decode_workers`) decodes that many batches at once on threads, each with
+    torch's ops single-threaded: most of a step's ops are too small for torch to split across
+    threads, so one batch at a time left a core idle for much of the search (1.4x on 2 cores,
+    README: "Decoding and metrics"). Single-threaded ops may sum in another order than
+    multi-threaded ones, so a score can move in its last bits (none did on the embedded models'
+    test users); which worker decodes a batch changes nothing."""
     model = decoding_copy(model, dtype)
     device = next(model.parameters()).device
     order = (input_ids != PAD).sum(1).argsort(descending=True, stable=True)
-    items, scores = [], []
-    for rows in order.split(batch_size):
-        batch = input_ids[rows]
-        batch = batch[:, : int((batch != PAD).sum(1).max())].to(device)  # drop all-pad columns
-        found, score = constrained_beam_search(step_function(model, batch, beam), trie, batch.shape[0], beam, k,
-                                               first_token=output_offset(model))
-        items.append(found.cpu())
-        scores.append(score.cpu())
+    batches = order.split(batch_size)
+
+    def decode(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.inference_mode():  # per thread: a worker does not inherit the caller's mode
+            batch = input_ids[rows]
+            batch = batch[:, : int((batch != PAD).sum(1).max())].to(device)  # drop all-pad columns
+            found, score = constrained_beam_search(step_function(model, batch, beam), trie, batch.shape[0], beam, k,
+                                                   first_token=output_offset(model))
+            return found.cpu(), score.cpu()
+
+    n = decode_workers(workers, device, len(batches))
+    if n == 1:
+        done = [decode(rows) for rows in batches]
+    else:
+        with ops_on_one_thread(device.type == "cpu"), ThreadPoolExecutor(n) as pool:
+            done = list(pool.map(decode, batches))  # longest batches first, results in order
     back = torch.empty_like(order)
     back[order] = torch.arange(len(order))
-    return torch.cat(items)[back], torch.cat(scores)[back]
+    return torch.cat([d[0] for d in done])[back], torch.cat([d[1] for d in done])[back]

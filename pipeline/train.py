@@ -370,7 +370,7 @@ class Trainer:
         top = np.zeros((0, self.cfg.top_k), dtype=np.int64)
         if len(idx):
             top = recommend(self.model, self.trie, ex.input_ids[idx], self.cfg.beam, self.cfg.top_k,
-                            self.cfg.eval_batch, self.cfg.decode_dtype)[0].numpy()
+                            self.cfg.eval_batch, self.cfg.decode_dtype, self.cfg.decode_workers)[0].numpy()
         return evaluate_top(np.concatenate(distributed.gather(top)), ex.target)
 
     def best_model(self):

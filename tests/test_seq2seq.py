@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from pipeline.beam import ItemTrie
 from pipeline.seq2seq import (build_model, decoding_copy, distance_from_end, encoder_inputs, model_from_config,
-                              recommend, seq2seq_loss, step_function)
+                              decode_workers, recommend, seq2seq_loss, step_function)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -167,6 +167,34 @@ def test_recommend_decodes_longest_first_and_returns_rows_in_order():
         alone, alone_scores = recommend(model, trie, ids[row:row + 1], beam=6, k=4, batch_size=1)
         assert top[row].tolist() == alone[0].tolist()
         torch.testing.assert_close(scores[row], alone_scores[0], atol=1e-5, rtol=1e-5)
+
+
+def test_recommend_on_worker_threads_gives_the_same_lists_and_restores_torch_threads():
+    """decode_workers: batches decoded at once on threads, each op single-threaded, then torch's
+    thread count is what it was, also when a batch fails."""
+    model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0, output_offset=20).eval()
+    g = torch.Generator().manual_seed(6)
+    codes = torch.stack([torch.randint(20, 30, (30,), generator=g), torch.randint(30, 40, (30,), generator=g),
+                         torch.randint(40, 50, (30,), generator=g)], 1).unique(dim=0)
+    ids = torch.randint(2, 50, (9, 10), generator=g)
+    torch.set_num_threads(2)  # (the module's fixture restores its own setting after the test)
+    top, scores = recommend(model, ItemTrie(codes), ids, beam=6, k=4, batch_size=2, workers=1)
+    top3, scores3 = recommend(model, ItemTrie(codes), ids, beam=6, k=4, batch_size=2, workers=3)
+    assert top3.tolist() == top.tolist() and (top >= 0).all()
+    torch.testing.assert_close(scores3, scores, atol=1e-5, rtol=1e-5)
+    assert torch.get_num_threads() == 2
+    with pytest.raises(ValueError, match="below the logits' first token"):
+        recommend(model, ItemTrie(codes - 5), ids, beam=6, k=4, batch_size=2, workers=3)
+    assert torch.get_num_threads() == 2
+
+
+def test_decode_workers_auto_is_one_per_cpu_thread_and_never_more_than_the_batches():
+    torch.set_num_threads(2)
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert decode_workers("auto", cpu, 100) == torch.get_num_threads()
+    assert decode_workers("auto", cpu, 1) == 1
+    assert decode_workers("auto", gpu, 100) == 1
+    assert decode_workers(4, gpu, 3) == 3
 
 
 @pytest.mark.parametrize("tie", [True, False])
