@@ -139,7 +139,7 @@ def main() -> None:
         "overrides": overrides,
         "test": {"text": text["test"], **({"sasrec": sasrec["test"]} if sasrec else {})},
         "published": PUBLISHED,
-        "text_train": train["train"], "text_valid": train["valid"], **({"sasrec_train": sasrec["train"]} if sasrec else {}),
+        "text_train": train["train"], "text_valid": train["valid"], **({"sasrec_train": sasrec["train"], "sasrec_valid": sasrec["valid"]} if sasrec else {}),
         "decoding": text.get("decoding"),
         "wall_s": wall,
     }
