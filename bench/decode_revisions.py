@@ -11,7 +11,11 @@ data/sequences/<variant> (run `dvc repro` first), and decodes every test user th
 (read by this checkout's code, so that an older revision's need not know today's keys; one whose
 `recommend` has no `workers` decodes a batch at a time), as `evaluate` does. The workers decode in turn, never together (the first alternates by round), `--runs` rounds
 after one warm-up round; users/s is the median, the speed-up the median of the rounds' paired
-ratios. The result also has each revision's test metrics and how far the lists agree.
+ratios. The result also has each revision's test metrics and how far the lists agree, and each
+worker's page faults and peak RSS after its last round.
+
+A module that the revision lacks does not fail to import in its worker: the editable install's
+finder hands it this checkout's copy. A worker that needs to know tests for the file in `code`.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ import argparse
 import datetime as dt
 import inspect
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -40,6 +45,17 @@ def decode_settings() -> dict:
     cfg = load_params(ROOT / "params.yaml").recommender.train
     return {"beam": cfg.beam, "k": cfg.top_k, "batch_size": cfg.eval_batch, "dtype": cfg.decode_dtype,
             "workers": cfg.decode_workers}
+
+
+def process_facts() -> dict:
+    """The worker's minor page faults and peak RSS so far."""
+    use = resource.getrusage(resource.RUSAGE_SELF)
+    return {"minor_faults": use.ru_minflt, "peak_rss_mib": round(use.ru_maxrss / 1024)}
+
+
+def process_at_end(answers: dict[str, list[dict]]) -> dict:
+    """Each worker's `process_facts` after its last round."""
+    return {k: {f: v[-1][f] for f in ("minor_faults", "peak_rss_mib")} for k, v in answers.items()}
 
 
 def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
@@ -64,7 +80,8 @@ def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
         top, scores = recommend(model, trie, ex.input_ids, **settings)
         rate = len(ex.target) / (time.perf_counter() - t0)
         np.savez(out_dir / "lists.npz", top=top.numpy(), scores=scores.numpy(), target=ex.target)
-        print(json.dumps({"users_per_s": rate, "users": len(ex.target), "machine": machine()}), flush=True)
+        print(json.dumps({"users_per_s": rate, "users": len(ex.target), "machine": machine(), **process_facts()}),
+              flush=True)
 
 
 def start(script: str, code: Path, out_dir: Path, args: list[str]) -> subprocess.Popen:
@@ -161,6 +178,7 @@ def main() -> None:
         "after_vs_before_lists": agreement((lists["before"]["top"], lists["before"]["scores"]),
                                            (lists["after"]["top"], lists["after"]["scores"])),
         **paired_summary(answers, "users_per_s"),
+        "process_at_end": process_at_end(answers),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

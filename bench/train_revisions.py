@@ -24,7 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from decode_revisions import paired_rounds, paired_summary, revision_parser, short_rev  # noqa: E402
+from decode_revisions import paired_rounds, paired_summary, process_at_end, process_facts  # noqa: E402
+from decode_revisions import revision_parser, short_rev  # noqa: E402
 from machine import machine  # noqa: E402
 
 
@@ -58,7 +59,7 @@ def worker(code: Path, variant: str, steps: int) -> None:
             losses.append(float(loss.detach()))
             n += len(b)
         print(json.dumps({"examples_per_s": n / (time.perf_counter() - t0), "losses": losses,
-                          "machine": machine()}), flush=True)
+                          "machine": machine(), **process_facts()}), flush=True)
 
 
 def main() -> None:
@@ -83,6 +84,7 @@ def main() -> None:
         "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["before"], losses["after"])),
         "last_loss": {k: v[-1] for k, v in losses.items()},
         **paired_summary(answers, "examples_per_s"),
+        "process_at_end": process_at_end(answers),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
