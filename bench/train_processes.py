@@ -12,12 +12,12 @@ average gradients once per step. Dropout draws differ between the modes (per ran
 models are not bit-identical (their validation metrics are recorded, though after one epoch
 they say little).
 
-Each round runs every mode in turn (params.yaml with recommender.train.max_epochs = --epochs,
-outputs in a temporary folder, the embedded default's sequences from `dvc repro`). Per mode: the
+Each round runs every mode in turn (params.yaml with recommender.train.max_epochs = --epochs
+and, with --dtype, train_dtype = --dtype; outputs in a temporary folder, the embedded default's sequences from `dvc repro`). Per mode: the
 median wall time (process start to exit, torchrun's start-up included) over --runs rounds, the
 median of the rounds' ratios to the first mode, the training loop's own seconds
 (`seconds_this_run` of the metrics file), the largest process's peak RSS, and the validation
-metrics of the last round. Writes `--out` (bench/results/train_processes_<variant>.json).
+metrics of the last round. Writes `--out` (bench/results/train_processes_<variant>[_<dtype>].json).
 """
 from __future__ import annotations
 
