@@ -35,16 +35,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
-from malloc_settings import env_for, run  # noqa: E402
+from malloc_settings import env_for, run, stage_commands  # noqa: E402
 
 
 def command(mode: str, variant: str, params: Path, out: Path) -> tuple[list[str], dict[str, str]]:
     procs, threads = (int(x) for x in mode.split("x"))
-    bin_dir = Path(sys.executable).parent
-    train = [str(bin_dir / "mgr"), "train", "--variant", variant, "--params", str(params),
-             "--model", str(out / "model.pt"), "--metrics", str(out / "train.json"), "--live", str(out / "live"),
-             "--work-dir", str(out / "ckpt"), "--no-progress"]
-    launch = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
+    train = stage_commands(variant, params, out)["train"][0]
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    launch = [torchrun, "--standalone", "--nproc_per_node", str(procs)] if procs > 1 else []
     env = dict(env_for("default"), OMP_NUM_THREADS=str(threads))
     return launch + train, env
 
