@@ -1,6 +1,6 @@
 """Every stage of `dvc repro` on the embedded default, one at a time: wall time and peak RSS.
 
-    python bench/pipeline_profile.py [--repo .] [--noop-runs 3] [--only STAGE ...]
+    python bench/pipeline_profile.py [--repo .] [--noop-runs 3] [--only STAGE ...] [--out PATH]
 
 Runs the stages in the order `dvc repro --dry --force` lists them, each as
 `dvc repro --single-item --force <stage>` under /usr/bin/time, whose peak RSS is the largest
@@ -16,7 +16,9 @@ a stage that finds its finished checkpoint there returns at once, which is not a
 Each no-op run is paired with one that hides ruamel's C YAML parser (`ruamel.yaml.clib`, which
 dvc uses for params.yaml, dvc.yaml and dvc.lock when it is installed), so the results also hold
 the no-op time with the pure-Python parser, measured interleaved on the same machine.
-Writes bench/results/pipeline_profile.json.
+Also records, per variant, training examples/s against evaluation users/s from the run's metrics
+files (`per_example`). Writes `--out`, by default bench/results/pipeline_profile_<today>.json
+(`--only` and `--noop-only` update the `--out` file of an earlier run).
 """
 from __future__ import annotations
 
@@ -70,6 +72,26 @@ def noop_runs(repo: Path, n: int) -> dict:
             "noop_repro_pure_python_yaml_runs": [round(x, 2) for x in pure]}
 
 
+def per_example(repo: Path) -> dict:
+    """Per trained variant: training examples/s (epochs x prefixes over the training loop's seconds,
+    its validation decodes included; a full run, which the deleted `data/cache` ensures) and the
+    evaluate stage's test users/s, from `metrics/train_V.json` and `metrics/eval_V.json`. The issue
+    asks that evaluation be no slower per example than training."""
+    rates = {}
+    for train_file in sorted((repo / "metrics").glob("train_*.json")):
+        variant = train_file.stem.removeprefix("train_")
+        eval_file = repo / "metrics" / f"eval_{variant}.json"
+        if not eval_file.exists():
+            continue
+        t = json.loads(train_file.read_text())["train"]
+        d = json.loads(eval_file.read_text())["decoding"]
+        train_rate = t["epochs"] * t["train_examples"] / t["seconds_this_run"]
+        rates[variant] = {"train_examples_per_s": round(train_rate), "train_dtype": t.get("dtype"),
+                          "eval_users_per_s": d["users_per_s"], "decode_dtype": d.get("dtype"),
+                          "eval_over_train": round(d["users_per_s"] / train_rate, 2)}
+    return rates
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", type=Path, default=ROOT)
@@ -77,9 +99,12 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="re-measure these stages (names, or kinds such as `train`) only, "
                                               "updating the results file")
     ap.add_argument("--noop-only", action="store_true", help="re-measure the no-op `dvc repro` only")
+    ap.add_argument("--out", type=Path, help="results file (default bench/results/pipeline_profile_<today>.json)")
     args = ap.parse_args()
     repo = args.repo.resolve()
-    out = ROOT / "bench" / "results" / "pipeline_profile.json"
+    out = args.out or ROOT / "bench" / "results" / f"pipeline_profile_{dt.date.today().isoformat()}.json"
+    if (args.only or args.noop_only) and not out.exists():
+        sys.exit(f"--out {out}: no results file to update (name the earlier run's)")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True,
                             text=True).stdout.strip()
     if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo, capture_output=True,
@@ -123,6 +148,7 @@ def main() -> None:
         "runs": 1, "end_to_end_seconds": round(total, 1),  # the stages' sum, dvc start-ups included
         "peak_rss_mib": max(s["peak_rss_mib"] for s in stages),
         "seconds_by_kind": by_kind, "stages": stages,
+        "per_example": per_example(repo),
         **noop,
     }
     out.write_text(json.dumps(result, indent=2) + "\n")
