@@ -53,6 +53,16 @@ def process_facts() -> dict:
     return {"minor_faults": use.ru_minflt, "peak_rss_mib": round(use.ru_maxrss / 1024)}
 
 
+def foreign_modules(code: Path) -> list[str]:
+    """`pipeline` modules this worker loaded from outside `code`. The editable install's finder
+    resolves a module the revision lacks (one added since) from this checkout: such a worker
+    would run today's code on the "before" side without a word."""
+    root = (code / "pipeline").resolve()
+    return sorted(name for name, mod in sys.modules.items()
+                  if (name == "pipeline" or name.startswith("pipeline.")) and getattr(mod, "__file__", None)
+                  and root not in Path(mod.__file__).resolve().parents)
+
+
 def process_at_end(answers: dict[str, list[dict]]) -> dict:
     """Each worker's `process_facts` after its last round."""
     return {k: {f: v[-1][f] for f in ("minor_faults", "peak_rss_mib")} for k, v in answers.items()}
@@ -69,6 +79,8 @@ def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
     from pipeline.seq2seq import recommend
     from pipeline.train import read_examples, read_items
 
+    if foreign_modules(code):
+        sys.exit(f"{code}: pipeline modules loaded from elsewhere: {foreign_modules(code)}")
     if "workers" not in inspect.signature(recommend).parameters:
         settings = {k: v for k, v in settings.items() if k != "workers"}
     seq = ROOT / "data" / "sequences" / variant

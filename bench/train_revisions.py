@@ -7,7 +7,8 @@ separate runs would mostly measure the machine's drift. As `bench/decode_revisio
 process imports `pipeline` from `git archive REV pipeline`, another from this checkout's working
 tree, and they take turns (the first alternates by round), `--runs` rounds after a warm-up round.
 Each builds the variant's model from params.yaml (recommender.model, train.seed) and trains it as
-`mgr train` does (AdamW at train.lr and weight_decay, grad_clip, the fast dropout), `--steps`
+`mgr train` does at its revision (its optimizer step at train.lr, weight_decay and grad_clip, its
+dropout, in train_dtype as this machine resolves it: bfloat16 autocast where `auto` says so), `--steps`
 batches of data/sequences/<variant>/train.parquet per round, in the order `batch_order` gives for
 train.seed, from the same global seed. examples/s is the median, the speed-up the median of the
 rounds' paired ratios. Both sides see the same batches and dropout draws, so equal per-step losses
@@ -16,15 +17,18 @@ show that a change left training's arithmetic as it was.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-from decode_revisions import paired_rounds, paired_summary, process_at_end, process_facts  # noqa: E402
+from decode_revisions import foreign_modules, paired_rounds, paired_summary, process_at_end, process_facts  # noqa: E402
 from decode_revisions import revision_parser, short_rev  # noqa: E402
 from machine import machine  # noqa: E402
 
@@ -34,31 +38,43 @@ def worker(code: Path, variant: str, steps: int) -> None:
     sys.path.insert(0, str(code))
     import torch
 
+    from pipeline import precision
     from pipeline.layout import Layout
-    from pipeline.params import load_params
-    from pipeline.seq2seq import build_for_layout, seq2seq_loss
-    from pipeline.train import batch_order, read_examples, trimmed
+    from pipeline.params import RecommenderParams
+    from pipeline.seq2seq import build_for_layout
+    from pipeline.train import Objective, batch_order, read_examples
+    if (code / "pipeline" / "optim.py").exists():  # the optimizer step as `mgr train` takes it at this revision
+        from pipeline.optim import adamw, clip_grad_norm
+    else:  # before pipeline/optim.py (2026-12-06): torch's per-parameter loops
+        def adamw(params, lr, weight_decay):
+            return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        clip_grad_norm = torch.nn.utils.clip_grad_norm_
+    if foreign_modules(code):
+        sys.exit(f"{code}: pipeline modules loaded from elsewhere: {foreign_modules(code)}")
 
-    rec = load_params(ROOT / "params.yaml").recommender
+    # The recommender section only: the other sections may hold keys the older revision rejects.
+    rec = RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
     seq = ROOT / "data" / "sequences" / variant
     ex = read_examples(seq / "train.parquet")
     torch.manual_seed(rec.train.seed)
     model = build_for_layout(rec.model, Layout.load(seq / "layout.json"), rec.train.seed).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=rec.train.lr, weight_decay=rec.train.weight_decay)
-    batches = iter(batch_order(ex.lengths, rec.train.batch_size, torch.Generator().manual_seed(rec.train.seed)))
+    objective = Objective(model, None, precision.resolve(rec.train.train_dtype, torch.device("cpu")))
+    opt = adamw(model.parameters(), rec.train.lr, rec.train.weight_decay)
+    # the same epoch over again past its end, so that rounds x steps may exceed one epoch
+    batches = itertools.cycle(batch_order(ex.lengths, rec.train.batch_size, torch.Generator().manual_seed(rec.train.seed)))
     for _ in sys.stdin:
         losses, n = [], 0
         t0 = time.perf_counter()
         for _, b in zip(range(steps), batches):
-            loss = seq2seq_loss(model, trimmed(ex.input_ids[b]), ex.labels[b])
+            loss = objective("train", ex.input_ids[b], ex.labels[b])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if rec.train.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), rec.train.grad_clip)
+                clip_grad_norm(model.parameters(), rec.train.grad_clip)
             opt.step()
             losses.append(float(loss.detach()))
             n += len(b)
-        print(json.dumps({"examples_per_s": n / (time.perf_counter() - t0), "losses": losses,
+        print(json.dumps({"examples_per_s": n / (time.perf_counter() - t0), "losses": losses, "train_dtype": objective.dtype,
                           "machine": machine(), **process_facts()}), flush=True)
 
 
@@ -78,7 +94,7 @@ def main() -> None:
     result = {
         "what": "recommender training examples/s of two code revisions, trained in turn (bench/train_revisions.py)",
         "date": dt.date.today().isoformat(), "machine": answers["after"][-1]["machine"], "variant": args.variant,
-        "steps_per_round": args.steps, "runs": args.runs,
+        "steps_per_round": args.steps, "runs": args.runs, "train_dtype": answers["after"][-1]["train_dtype"],
         "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
         "same_losses": losses["before"] == losses["after"],
         "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["before"], losses["after"])),

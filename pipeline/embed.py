@@ -64,9 +64,11 @@ def embed_items(modality: str, items: pl.DataFrame, cfg: Any, out: Path, work_di
     encoder = _load_encoder(modality, cfg)
     if rank == 0:
         print(f"embed {modality}: {cfg.encoder} {cfg.model}, weights {encoder.weights.label()}, "
-              f"dim {encoder.dim} on {encoder.device}, {inputs.height} items, {world} process(es)", file=sys.stderr)
+              f"dim {encoder.dim} on {encoder.device} in {encoder.dtype}, {inputs.height} items, {world} process(es)", file=sys.stderr)
 
-    chunk_dir = Path(work_dir) / f"{modality}-{fingerprint(modality, cfg, encoder.weights.describe(), inputs)}"
+    # The resolved dtype, not "auto": chunks computed on another CPU are not this one's.
+    resolved = cfg.model_copy(update={"dtype": encoder.dtype})
+    chunk_dir = Path(work_dir) / f"{modality}-{fingerprint(modality, resolved, encoder.weights.describe(), inputs)}"
     paths = [chunk_dir / f"chunk-{i:05d}.parquet" for i in range(-(-inputs.height // cfg.chunk_size))]
     mine = [inputs.slice(i * cfg.chunk_size, cfg.chunk_size) for i in range(rank, len(paths), world)]
     run = _ChunkRunner(modality, encoder, cfg, progress and rank == 0, total=sum(c.height for c in mine))
@@ -100,7 +102,7 @@ def embed_items(modality: str, items: pl.DataFrame, cfg: Any, out: Path, work_di
     skipped.echo(f"embed {modality}: skipped")
     return {
         "modality": modality, "encoder": cfg.encoder, "model": cfg.model,
-        "weights": encoder.weights.describe(), "dim": encoder.dim,
+        "weights": encoder.weights.describe(), "dim": encoder.dim, "dtype": encoder.dtype,
         "items_in": inputs.height, "items_out": len(item_idx),
         "skipped": {k: v for k, v in sorted(skipped.items()) if v},
         "normalize": cfg.normalize, "resumed_chunks": resumed,

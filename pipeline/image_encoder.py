@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from pipeline import distributed
+from pipeline import distributed, precision
 from pipeline.images import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from pipeline.weights import load_open_clip
 
@@ -34,6 +34,7 @@ class ImageEncoder:
         clip = load_open_clip(key, cfg)
         self.model, self.preprocess, self.weights = clip.model, clip.preprocess, clip.weights
         self.device = distributed.device()  # MGR_DEVICE; decoding and preprocessing stay on the CPU
+        self.dtype = precision.resolve(cfg.dtype, self.device)
         self.model.to(self.device)
         self.dim = int(self.encode(self.preprocess(Image.new("RGB", (8, 8))).unsqueeze(0)).shape[1])
 
@@ -43,7 +44,8 @@ class ImageEncoder:
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> np.ndarray:
-        return self.model.encode_image(batch.to(self.device)).float().cpu().numpy()
+        with precision.autocast(self.device, self.dtype):
+            return self.model.encode_image(batch.to(self.device)).float().cpu().numpy()
 
 
 def decode_rgb(path: Path) -> Image.Image:

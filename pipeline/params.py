@@ -60,6 +60,8 @@ class TextEmbedParams(Section):
     fields: list[TextField] = Field(default_factory=lambda: ["title", "description"], min_length=1)
     normalize: bool = True   # L2-normalise each vector
     chunk_size: int = Field(2048, ge=1)  # items per resumable chunk
+    # The encoder's products (pipeline/precision.py); vectors are pooled, normalised and stored in float32.
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     seed: int = 0            # random initialisation (weights: random) only
 
     @field_validator("fields")
@@ -80,6 +82,8 @@ class ImageEmbedParams(Section):
     workers: int = Field(2, ge=1, le=64)  # image decode threads
     normalize: bool = True
     chunk_size: int = Field(2048, ge=1)
+    # The encoder's products (pipeline/precision.py); vectors are pooled, normalised and stored in float32.
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     seed: int = 0
 
 
@@ -117,6 +121,9 @@ class QuantizeParams(Section):
     kmeans_init: bool = True               # faiss k-means on the first batch, level by level
     reseed_every: int = Field(10, ge=0)   # epochs between dead-code re-seeds; 0 = never
     reseed_until: float = Field(0.8, ge=0, le=1)  # stop re-seeding after this fraction of epochs
+    # The encoder and decoder's products in RQ-VAE training (pipeline/precision.py); the nearest-code
+    # search, the losses and the final code assignment stay float32.
+    dtype: Literal["auto", "float32", "bfloat16"] = "float32"
     seed: int = 0
 
 

@@ -1,4 +1,5 @@
-"""Which float type the recommender's matrix products run in (`train_dtype`, `decode_dtype`).
+"""Which float type the matrix products run in: the recommender's (`train_dtype`, `decode_dtype`),
+the RQ-VAE's training (`quantize.<m>.dtype`) and the encoders' (`embed.<m>.dtype`).
 
 "auto" picks bfloat16 where the hardware multiplies bfloat16 natively (x86 AVX512-BF16 or AMX,
 Arm BF16, CUDA GPUs that support it) and float32 elsewhere: there bfloat16 is emulated and runs
@@ -19,6 +20,11 @@ def native_bfloat16(device: torch.device) -> bool:
         caps = torch.cpu.get_capabilities()
         return any(caps.get(k) is True for k in CPU_BF16)
     return False
+
+
+def autocast(device: torch.device, dtype: str):
+    """bfloat16 autocast on `device` when the resolved `dtype` is bfloat16, else a context that does nothing."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=dtype == "bfloat16")
 
 
 def resolve(dtype: str, device: torch.device) -> str:

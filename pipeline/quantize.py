@@ -32,8 +32,12 @@ then `RKMEANS_ITERS` faiss Lloyd iterations over all items; the same level-by-le
 themselves rather than a learned 32-d latent. GRID (snap-research) makes this its default semantic-ID
 step; here it takes seconds where the RQ-VAE's 500 epochs take minutes.
 
+`dtype` (auto: bfloat16 where the CPU multiplies it natively, pipeline/precision.py) is the
+precision of the encoder's and decoder's products in training only; the code search, the losses
+and the final assignment of codes run in float32 (rqvae.py says why).
+
 Same data and params give the same model, codes and files, byte for byte (CPU, same torch
-thread count).
+thread count, same dtype once `auto` is resolved).
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ import polars as pl
 import torch
 from tqdm import tqdm
 
+from pipeline import optim, precision
 from pipeline.artifacts import write_json, write_parquet
 from pipeline.checkpoint import save_checkpoint
 from pipeline.errors import PipelineError
@@ -155,12 +160,12 @@ def code_counts(codes: torch.Tensor, k: int) -> torch.Tensor:
 
 def make_optimizer(model: RQVAE, cfg: QuantizeParams) -> torch.optim.Optimizer:
     nets = [p for name, p in model.named_parameters() if name != "codebooks"]
-    return torch.optim.AdamW([{"params": nets, "weight_decay": cfg.weight_decay},
-                              {"params": [model.codebooks], "weight_decay": 0.0}], lr=cfg.lr)
+    return optim.adamw([{"params": nets, "weight_decay": cfg.weight_decay},
+                        {"params": [model.codebooks], "weight_decay": 0.0}], cfg.lr)
 
 
 def train_epoch(model: RQVAE, opt: torch.optim.Optimizer, xt: torch.Tensor, cfg: QuantizeParams,
-                gen: torch.Generator, first: bool) -> dict:
+                gen: torch.Generator, first: bool, bfloat16: bool = False) -> dict:
     """One pass over shuffled mini-batches: mean losses per item and the fraction of each codebook used."""
     model.train()
     counts = torch.zeros(cfg.levels, cfg.codebook_size, dtype=torch.long)
@@ -169,7 +174,7 @@ def train_epoch(model: RQVAE, opt: torch.optim.Optimizer, xt: torch.Tensor, cfg:
         xb = xt[idx]
         if first and i == 0 and cfg.kmeans_init:
             kmeans_init(model, xb, cfg.seed)
-        _, codes, losses = model(xb)
+        _, codes, losses = model(xb, bfloat16)
         opt.zero_grad(set_to_none=True)
         losses["total"].backward()
         opt.step()
@@ -196,10 +201,11 @@ def train_rqvae(x: np.ndarray, cfg: QuantizeParams, progress: bool = False) -> t
     model = new_model(xt, cfg)
     gen = torch.Generator().manual_seed(cfg.seed)  # batches and re-seeding draws
     opt = make_optimizer(model, cfg)
+    bfloat16 = precision.resolve(cfg.dtype, xt.device) == "bfloat16"
     history: list[dict] = []
     bar = tqdm(range(cfg.epochs), desc="rqvae", unit="epoch", disable=not progress, file=sys.stderr)
     for epoch in bar:
-        stats = train_epoch(model, opt, xt, cfg, gen, first=epoch == 0)
+        stats = train_epoch(model, opt, xt, cfg, gen, first=epoch == 0, bfloat16=bfloat16)
         reseed = cfg.reseed_every and (epoch + 1) % cfg.reseed_every == 0 and epoch < cfg.reseed_until * cfg.epochs
         history.append({"epoch": epoch + 1, **stats, "reseeded": reseed_dead_codes(model, xt, gen) if reseed else 0})
         bar.set_postfix(loss=f"{stats['loss']:.4g}", usage="/".join(f"{u:.0%}" for u in stats["usage"]), refresh=False)
@@ -335,9 +341,10 @@ def quantize(embeddings: Path, cfg: QuantizeParams, out_ids: Path, out_model: Pa
         if not math.isfinite(history[-1]["loss"]):
             raise PipelineError(f"{embeddings}: RQ-VAE training diverged (loss {history[-1]['loss']}); "
                                 f"try a lower quantize.{modality}.lr")
-        fit = {"final_loss": _r(history[-1]["loss"]), "epochs": cfg.epochs,
+        dtype = precision.resolve(cfg.dtype, torch.device("cpu"))
+        fit = {"final_loss": _r(history[-1]["loss"]), "epochs": cfg.epochs, "dtype": dtype,
                "reseeded_codes": sum(h["reseeded"] for h in history)}
-        how = f"RQ-VAE, {cfg.epochs} epochs"
+        how = f"RQ-VAE, {cfg.epochs} epochs in {dtype}"
     print(f"quantize[{modality}]: fitted on {n} x {d} ({how}) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     codes = assign_codes(model, x)
     dedup = dedup_codes(codes)

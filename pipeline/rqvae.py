@@ -101,12 +101,16 @@ class RQVAE(nn.Module):
             r = r - e.detach()
         return z_q, torch.stack(codes, 1), quant, torch.stack(residuals, 1)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    def forward(self, x: torch.Tensor, bfloat16: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """`bfloat16`: the encoder's and decoder's products under bfloat16 autocast. Only theirs: the
+        nearest-code search compares distances that bfloat16's 8 bits would round into ties."""
         x = self.standardize(x)
-        z = self.encoder(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            z = self.encoder(x).float()
         z_q, codes, quant, _ = self.quantize(z)
         # Straight-through: the decoder's gradient reaches the encoder as if quantization were the identity.
-        x_hat = self.decoder(z + (z_q - z).detach())
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bfloat16):
+            x_hat = self.decoder(z + (z_q - z).detach()).float()
         recon = (x_hat - x).pow(2).sum(1).mean()
         return x_hat, codes, {"total": recon + quant, "recon": recon, "quant": quant}
 

@@ -45,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from pipeline import optim
 from pipeline.artifacts import write_json
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.errors import PipelineError
@@ -54,7 +55,7 @@ from pipeline.recall_curve import write_recall_curve
 from pipeline.tracking import Tracker
 
 EVAL_BATCH = 1024
-CHECKPOINT_VERSION = 1  # part of the fingerprint: a change to what a checkpoint holds never resumes an old one
+CHECKPOINT_VERSION = 2  # part of the fingerprint: a change to what a checkpoint holds never resumes an old one (2: fused AdamW)
 
 
 @dataclass
@@ -245,8 +246,8 @@ def make_optimizer(model: SASRec, cfg: SASRecParams) -> torch.optim.Optimizer:
     # Decay matrices and embeddings only: decaying LayerNorm gains and biases only hurts (nanoGPT).
     decay = [p for p in model.parameters() if p.dim() >= 2]
     rest = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                              {"params": rest, "weight_decay": 0.0}], lr=cfg.lr)
+    return optim.adamw([{"params": decay, "weight_decay": cfg.weight_decay},
+                        {"params": rest, "weight_decay": 0.0}], cfg.lr)
 
 
 def train_epoch(model: SASRec, opt: torch.optim.Optimizer, train: torch.Tensor, batch_size: int,

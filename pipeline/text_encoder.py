@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from pipeline import distributed
+from pipeline import distributed, precision
 from pipeline.errors import PipelineError
 from pipeline.weights import Weights, is_offline, load_open_clip, resolve_weights, short_reason, weights_error
 
@@ -24,6 +24,7 @@ KEY = "embed.text"
 
 class TextEncoder(Protocol):
     dim: int
+    dtype: str  # what the products run in: "float32" or "bfloat16" (embed.text.dtype, resolved)
     weights: Weights
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
@@ -46,6 +47,7 @@ class HFTextEncoder:
         else:
             self.tokenizer, self.model = _pretrained_hf(key, cfg, self.weights)
         self.device = distributed.device()
+        self.dtype = precision.resolve(cfg.dtype, self.device)
         self.model.float().to(self.device).eval()
         self.dim = int(self.model.config.hidden_size)
 
@@ -53,7 +55,8 @@ class HFTextEncoder:
     def encode(self, texts: list[str]) -> np.ndarray:
         batch = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt").to(self.device)
-        hidden = self.model(**batch).last_hidden_state
+        with precision.autocast(self.device, self.dtype):
+            hidden = self.model(**batch).last_hidden_state.float()
         return mean_pool(hidden, batch["attention_mask"]).cpu().numpy().astype(np.float32, copy=False)
 
 
@@ -104,6 +107,7 @@ class OpenClipTextEncoder:
         clip = load_open_clip(key, cfg)
         self.model, self.weights = clip.model, clip.weights
         self.device = distributed.device()
+        self.dtype = precision.resolve(cfg.dtype, self.device)
         self.model.to(self.device)
         try:
             self.tokenizer = open_clip.get_tokenizer(clip.name)
@@ -113,4 +117,5 @@ class OpenClipTextEncoder:
 
     @torch.inference_mode()
     def encode(self, texts: list[str]) -> np.ndarray:
-        return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
+        with precision.autocast(self.device, self.dtype):
+            return self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()

@@ -33,7 +33,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from pipeline import distributed, precision
+from pipeline import distributed, optim, precision
 from pipeline.beam import ItemTrie
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from pipeline.layout import PAD, Layout
@@ -42,7 +42,7 @@ from pipeline.params import AlignParams, RecommenderParams, TrainParams, Variant
 from pipeline.seq2seq import build_for_layout, encode, info_nce, pooled, recommend, seq2seq_loss
 from pipeline.tracking import Tracker
 
-CHECKPOINT_VERSION = 2  # 2: the output layer follows tie_embeddings and item_output
+CHECKPOINT_VERSION = 3  # 2: the output layer follows tie_embeddings and item_output; 3: fused AdamW
 WINDOW = 50  # batches per length-sorting window
 
 
@@ -209,7 +209,7 @@ class Trainer:
 
     def _new_optimizer(self, phase: str) -> None:
         lr = self.variant.align.lr if phase == "align" else self.cfg.lr
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=self.cfg.weight_decay)
+        self.opt = optim.adamw(self.model.parameters(), lr, self.cfg.weight_decay)
         total = self.cfg.max_epochs * self.steps_per_epoch
         factor = (lambda s: 1.0) if phase == "align" else lr_factor(self.cfg, total)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, factor)
@@ -293,7 +293,7 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            optim.clip_grad_norm(self.model.parameters(), self.cfg.grad_clip)
         self.opt.step()
         self.sched.step()
         self.state["loss_sum"] += distributed.mean(float(loss.detach()))

@@ -160,6 +160,22 @@ def test_changed_input_does_not_reuse_chunks(tiny_bert, items, tmp_path, monkeyp
     assert report["resumed_chunks"] == 0  # other params: other fingerprint
 
 
+def test_chunks_are_keyed_by_the_resolved_dtype(tiny_bert, items, tmp_path, monkeypatch):
+    work, out = tmp_path / "work", tmp_path / "out.parquet"
+    monkeypatch.setattr(embed_mod, "write_chunk", _crash_after_first(embed_mod.write_chunk))
+    with pytest.raises(KeyboardInterrupt):  # one bfloat16 chunk left behind
+        embed_items("text", items, text_cfg(tiny_bert, chunk_size=2, dtype="bfloat16"), out, work, progress=False)
+    monkeypatch.undo()
+    # `auto` where it means float32 does not reuse it ...
+    monkeypatch.setattr("pipeline.precision.native_bfloat16", lambda device: False)
+    report = embed_items("text", items, text_cfg(tiny_bert, chunk_size=2, dtype="auto"), out, work, progress=False)
+    assert report["dtype"] == "float32" and report["resumed_chunks"] == 0
+    # ... and where it means bfloat16 it does: the key is what ran, not the word
+    monkeypatch.setattr("pipeline.precision.native_bfloat16", lambda device: True)
+    report = embed_items("text", items, text_cfg(tiny_bert, chunk_size=2, dtype="auto"), out, work, progress=False)
+    assert report["dtype"] == "bfloat16" and report["resumed_chunks"] == 1
+
+
 def _crash_after_first(write):
     def wrapped(path, chunk):
         write(path, chunk)

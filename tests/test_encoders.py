@@ -48,6 +48,19 @@ def test_hf_local_folder_mean_pooling_ignores_padding(tiny_bert):
     assert not np.allclose(batched[0], batched[1], atol=1e-3)
 
 
+def test_bfloat16_encoders_stay_close_to_float32(tiny_bert, tiny_clip, tmp_path):
+    texts = ["red lipstick", "long lasting soft blue mascara for the eyes"]
+    text = {d: HFTextEncoder(TextEmbedParams(model="tiny", weights=str(tiny_bert), dtype=d)) for d in ("float32", "bfloat16")}
+    assert [e.dtype for e in text.values()] == ["float32", "bfloat16"]
+    a, b = (text[d].encode(texts) for d in text)
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # the products did run in bfloat16
+    assert min(cosine(x, y) for x, y in zip(a, b)) > 0.99
+    img = write_image(tmp_path / "x.jpg")
+    image = {d: ImageEncoder(ImageEmbedParams(model=tiny_clip, weights="random", dtype=d)) for d in ("float32", "bfloat16")}
+    a, b = (e.encode(e.load_image(img).unsqueeze(0)) for e in image.values())
+    assert b.dtype == np.float32 and not np.array_equal(a, b) and cosine(a[0], b[0]) > 0.99
+
+
 def test_mean_pool_uses_only_masked_tokens():
     hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
     assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]

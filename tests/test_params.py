@@ -29,6 +29,8 @@ def test_repo_params_yaml_is_valid():
         ("data:\n  reviews: r\n  meta: m\n  require_image: maybe\n", r"p.yaml: data.require_image: Input should be a valid boolean"),
         ("data:\n  reviews: r\n  meta: m\nrecommender:\n  train:\n    decode_workers: 0\n",
          r"p.yaml: recommender.train.decode_workers: Value error, must be an integer >= 1 or auto \(got 0\)"),
+        ("data:\n  reviews: r\n  meta: m\nquantize:\n  image:\n    dtype: float16\n",
+         r"p.yaml: quantize.image.dtype: Input should be 'auto', 'float32' or 'bfloat16'"),
         ("data: [1, 2\n", r"p.yaml: not valid YAML \(line 2\)"),
         ("- just\n- a list\n", r"p.yaml: expected a mapping"),
     ],

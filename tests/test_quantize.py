@@ -13,6 +13,7 @@ import torch
 import typer
 import yaml
 
+from pipeline import precision
 from pipeline.errors import PipelineError
 from pipeline.params import QuantizeParams
 from pipeline.quantize import (assign_codes, code_metrics, dedup_codes, kmeans, kmeans_init, load_rqvae,
@@ -70,6 +71,18 @@ def test_loss_falls_and_history_has_one_entry_per_epoch():
     first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-5:]])
     assert last < 0.2 * first
     assert all(len(h["usage"]) == 2 and 0 < min(h["usage"]) <= max(h["usage"]) <= 1 for h in history)
+
+
+def test_bfloat16_training_still_gives_every_cluster_its_own_first_code(tmp_path):
+    x, _, label = clusters()
+    metrics, out = run(tmp_path, write_clusters(tmp_path / "v.parquet", x), small(epochs=100, dtype="bfloat16"), "b")
+    assert metrics["dtype"] == "bfloat16"
+    first = pl.read_parquet(out["ids"]).sort("item_idx")["code_1"].to_numpy()
+    assert len(np.unique(first)) == CLUSTERS
+    for c in range(CLUSTERS):
+        assert len(np.unique(first[label == c])) == 1
+    auto, _ = run(tmp_path, tmp_path / "v.parquet", small(epochs=2, dtype="auto"), "a")
+    assert auto["dtype"] == precision.resolve("auto", torch.device("cpu"))  # reports name what ran
 
 
 def test_kmeans_init_puts_the_first_codebook_on_the_cluster_centres():

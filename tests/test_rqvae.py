@@ -120,3 +120,21 @@ def test_codebook_gradient_is_bitwise_reproducible_on_several_threads():
     finally:
         torch.set_num_threads(before)
     assert len(grads) == 1
+
+
+def test_bfloat16_training_forward_searches_codes_in_float32():
+    # Two codes 2^-10 and 2^-9 from r = e_1: float32 picks code 0, while the same search in bfloat16
+    # (8 bits) rounds the products to a tie-breaking 2.0 and picks code 1.
+    model = RQVAE(RQVAEConfig(in_dim=4, hidden=[], code_dim=4, levels=1, codebook_size=2))
+    with torch.no_grad():
+        model.encoder[0].weight.copy_(torch.eye(4))
+        model.encoder[0].bias.zero_()
+        model.codebooks.copy_(torch.tensor([[[1 + 2**-10, 0, 0, 0], [1 - 2**-9, 0, 0, 0]]]))
+    x = torch.tensor([[1.0, 0, 0, 0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert nearest(x, model.codebooks[0]).item() == 1  # what a search under autocast would give
+    x_hat, codes, losses = model(x, bfloat16=True)
+    assert codes.item() == 0
+    assert x_hat.dtype == losses["total"].dtype == torch.float32
+    losses["total"].backward()
+    assert model.codebooks.grad.dtype == torch.float32 and model.encoder[0].weight.grad.abs().sum() > 0

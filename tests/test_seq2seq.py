@@ -247,3 +247,16 @@ def test_scaled_embedding_init_starts_the_output_at_unit_scale(tie):
     again = model_from_config(scaled.config.to_dict())
     again.load_state_dict(scaled.state_dict())
     torch.testing.assert_close(again.shared.weight, scaled.shared.weight)
+
+
+def test_feed_forward_skips_only_the_cast_and_gives_transformers_values():
+    from transformers.models.t5.modeling_t5 import T5DenseActDense
+
+    model = build_model(ModelParams(**TINY), vocab_size=60, seed=0).eval()
+    blocks = [m for m in model.modules() if isinstance(m, T5DenseActDense)]
+    assert len(blocks) == 4 and all(type(b).__name__ == "FeedForward" for b in blocks)
+    x = torch.randn(3, 5, 32)
+    for autocast in (False, True):  # under autocast transformers' forward casts to float32 and back
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            ours, theirs = blocks[0](x), T5DenseActDense.forward(blocks[0], x)
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
