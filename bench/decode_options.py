@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
 from pipeline.beam import ItemTrie  # noqa: E402
 from pipeline.evaluate import load_recommender  # noqa: E402
+from pipeline.examples import read_examples, read_items  # noqa: E402
 from pipeline.metrics import evaluate_top  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import recommend  # noqa: E402
-from pipeline.train import read_examples, read_items  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 

@@ -77,6 +77,7 @@ def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
     from pipeline.beam import ItemTrie
     from pipeline.evaluate import load_recommender
     from pipeline.seq2seq import recommend
+    # read_examples from pipeline.train works at every revision (it re-exports pipeline/examples.py's)
     from pipeline.train import read_examples, read_items
 
     if foreign_modules(code):

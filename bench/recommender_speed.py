@@ -34,11 +34,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
 
 from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
+from pipeline.examples import read_examples, read_items  # noqa: E402
 from pipeline.layout import PAD, Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import (TiedHead, build_for_layout, encoder_inputs, output_offset, seq2seq_loss,  # noqa: E402
                               step_function)
-from pipeline.train import batch_order, read_examples, read_items, trimmed  # noqa: E402
+from pipeline.train import batch_order, trimmed  # noqa: E402
 
 
 def matmul_peak(runs: int, n: int = 2048) -> float:

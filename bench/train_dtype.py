@@ -29,10 +29,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
 
+from pipeline.examples import read_examples  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import build_for_layout  # noqa: E402
-from pipeline.train import Objective, batch_order, read_examples, trimmed  # noqa: E402
+from pipeline.train import Objective, batch_order, trimmed  # noqa: E402
 
 DTYPES = ("float32", "bfloat16")
 

@@ -42,6 +42,7 @@ def worker(code: Path, variant: str, steps: int) -> None:
     from pipeline.layout import Layout
     from pipeline.params import RecommenderParams
     from pipeline.seq2seq import build_for_layout
+    # read_examples from pipeline.train works at every revision (it re-exports pipeline/examples.py's)
     from pipeline.train import Objective, batch_order, read_examples
     if (code / "pipeline" / "optim.py").exists():  # the optimizer step as `mgr train` takes it at this revision
         from pipeline.optim import adamw, clip_grad_norm

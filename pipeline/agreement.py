@@ -11,25 +11,13 @@ only in the image) the report also scores each modality's codes against type and
 """
 from __future__ import annotations
 
-import os
 from itertools import combinations
 
 import polars as pl
 
-from pipeline.errors import PipelineError
-
-
-def read_ids(path: str | os.PathLike) -> pl.DataFrame:
-    if not os.path.isfile(path):
-        raise PipelineError(f"{path}: semantic IDs not found (run `mgr quantize` first)")
-    ids = pl.read_parquet(path)
-    if "item_id" not in ids.columns or "code_1" not in ids.columns:
-        raise PipelineError(f"{path}: not a semantic-ID file (needs item_id and code_1 columns)")
-    return ids
-
 
 def _ami(a: pl.Series, b: pl.Series) -> float:
-    # Imported here: sklearn takes ~0.8 s to load, and read_ids is on every recommender stage's path.
+    # Imported here: sklearn takes ~0.8 s to load.
     from sklearn.metrics import adjusted_mutual_info_score
 
     return round(float(adjusted_mutual_info_score(a.to_numpy(), b.to_numpy())), 4)

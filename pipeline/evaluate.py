@@ -1,4 +1,4 @@
-"""Test-set evaluation of a trained variant and the comparison across variants.
+"""Test-set evaluation of a trained variant (the comparison across variants: pipeline/compare.py).
 
 Validation picks the epoch during training; the test targets are decoded once, here, with the
 best weights. Every model is scored by the same code (pipeline/metrics.py) over all items.
@@ -16,14 +16,11 @@ from pipeline import distributed, precision
 from pipeline.artifacts import atomic_path
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
+from pipeline.examples import read_examples, read_items
 from pipeline.metrics import evaluate_top, target_ranks
 from pipeline.params import TrainParams
 from pipeline.recall_curve import write_recall_curve
 from pipeline.seq2seq import model_from_config, recommend
-from pipeline.train import read_examples, read_items
-
-UNIMODAL = ("text", "image")
-METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr")
 
 
 def load_recommender(path: Path, device: torch.device | str = "cpu"):
@@ -62,21 +59,3 @@ def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: s
             "decoding": {"users": len(ex.target), "beam": cfg.beam, "top_k": cfg.top_k, "dtype": dtype,
                          "seconds": round(seconds, 2), "users_per_s": round(len(ex.target) / seconds, 1),
                          "unfilled_slots": int((top < 0).sum())}}
-
-
-def comparison(results: dict[str, dict[str, float]]) -> tuple[dict[str, dict[str, float]], str]:
-    """`metrics/eval.json` content and the markdown table, with lfpp's gain over the best unimodal."""
-    table = {name: {m: round(float(r[m]), 4) for m in METRICS} for name, r in results.items()}
-    lines = ["| variant | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
-    for name, r in table.items():
-        lines.append(f"| {name} | " + " | ".join(f"{r[m]:.4f}" for m in METRICS) + " |")
-    text = "\n".join(lines) + "\n"
-    uni = [u for u in UNIMODAL if u in table]
-    if "lfpp" in table and uni:
-        text += "\nRelative gain of lfpp over the best unimodal variant (per metric):\n\n"
-        for m in METRICS:
-            best = max(uni, key=lambda u: table[u][m])
-            base = table[best][m]
-            gain = (table["lfpp"][m] / base - 1.0) * 100 if base > 0 else float("nan")
-            text += f"- {m}: {gain:+.1f}% (best unimodal: {best}, {base:.4f})\n"
-    return table, text

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pipeline.agreement import read_ids
 from pipeline.errors import PipelineError
+from pipeline.semantic_ids import read_ids
 
 PAD, EOS, FIRST_FREE = 0, 1, 2
 

@@ -19,10 +19,10 @@ from pipeline import distributed
 from pipeline.beam import ItemTrie
 from pipeline.errors import PipelineError
 from pipeline.evaluate import load_recommender
+from pipeline.examples import read_items
 from pipeline.layout import Layout
 from pipeline.seq2seq import recommend
 from pipeline.sequences import input_ids, read_splits, row_lookup
-from pipeline.train import read_items
 
 
 def _read(path: Path, what: str) -> pl.DataFrame:

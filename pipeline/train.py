@@ -23,12 +23,10 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import polars as pl
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
@@ -36,6 +34,7 @@ from tqdm import tqdm
 from pipeline import distributed, optim, precision
 from pipeline.beam import ItemTrie
 from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.examples import Examples, read_examples, read_items
 from pipeline.layout import PAD, Layout
 from pipeline.metrics import evaluate_top
 from pipeline.params import AlignParams, RecommenderParams, TrainParams, VariantParams
@@ -44,40 +43,6 @@ from pipeline.tracking import Tracker
 
 CHECKPOINT_VERSION = 3  # 2: the output layer follows tie_embeddings and item_output; 3: fused AdamW
 WINDOW = 50  # batches per length-sorting window
-
-
-@dataclass
-class Examples:
-    input_ids: torch.Tensor  # (n, max_len) int64, right-padded with PAD
-    labels: torch.Tensor     # (n, item_len) int64
-    target: np.ndarray       # (n,) item index
-
-    @property
-    def lengths(self) -> torch.Tensor:
-        return (self.input_ids != PAD).sum(1)
-
-
-def pad_lists(lists: pl.Series) -> torch.Tensor:
-    """A list column as one right-padded (n, longest) int64 tensor, without per-row Python."""
-    lengths = lists.list.len().to_numpy().astype(np.int64)
-    width = max(int(lengths.max(initial=0)), 1)
-    values = lists.explode().drop_nulls().to_numpy().astype(np.int64)
-    rows = np.repeat(np.arange(len(lengths)), lengths)
-    cols = np.arange(len(values)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    out = np.full((len(lengths), width), PAD, dtype=np.int64)
-    out[rows, cols] = values
-    return torch.from_numpy(out)
-
-
-def read_examples(path: Path) -> Examples:
-    df = pl.read_parquet(path, columns=["input_ids", "labels", "target"])
-    return Examples(pad_lists(df["input_ids"]), pad_lists(df["labels"]), df["target"].to_numpy())
-
-
-def read_items(seq_dir: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(item indices, token matrix (n_items, item_len)) of a variant's items."""
-    items = pl.read_parquet(seq_dir / "items.parquet")
-    return items["item_idx"].to_numpy(), pad_lists(items["tokens"]).numpy()
 
 
 def batch_order(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:

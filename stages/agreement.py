@@ -21,7 +21,8 @@ def agreement(
                                                         "(the `dvc plots` codebook-usage plot)."),
 ) -> None:
     """Adjusted mutual information between the modalities' codes (and against ground truth, if given)."""
-    from pipeline.agreement import modality_agreement, read_ids
+    from pipeline.agreement import modality_agreement
+    from pipeline.semantic_ids import read_ids
     from pipeline.summary import write_usage_csv
     cfg = load_section(params, "agreement", AgreementParams)
     names = [m.strip() for m in modalities.split(",") if m.strip()]

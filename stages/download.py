@@ -8,7 +8,6 @@ import typer
 
 from pipeline.download import RELEASES, DATASETS, download_dataset
 from pipeline.errors import PipelineError
-from pipeline.images import is_safe_id
 
 
 def download(
@@ -29,6 +28,7 @@ def download(
     timeout: float = typer.Option(30.0, min=0.01, help="Seconds to wait on a stalled connection."),
 ) -> None:
     """Download raw reviews and metadata; existing good files are kept, partial ones resumed."""
+    from pipeline.images import is_safe_id
     if not is_safe_id(dataset):
         raise PipelineError(f"invalid dataset name {dataset!r}: use letters, digits, '_', '-' or '.'")
     folder = out / f"{dataset}-{release}"

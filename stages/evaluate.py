@@ -41,7 +41,7 @@ def compare(
     markdown: bool = typer.Option(False, help="Print the markdown instead of a terminal table."),
 ) -> None:
     """Combine every model's test metrics into one JSON and a markdown table; show it in the terminal."""
-    from pipeline.evaluate import comparison
+    from pipeline.compare import comparison
     results = {}
     for name in [n.strip() for n in names.split(",") if n.strip()]:
         path = metrics_dir / f"eval_{name}.json"

@@ -7,8 +7,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from pipeline.agreement import modality_agreement, read_ids
+from pipeline.agreement import modality_agreement
 from pipeline.errors import PipelineError
+from pipeline.semantic_ids import read_ids
 from stages.agreement import agreement
 
 N = 600

@@ -1,6 +1,7 @@
 """`dvc repro` on a copy of the repo: runs every stage, caches, reruns only what changed."""
 from __future__ import annotations
 
+import ast
 import json
 import os
 import shutil
@@ -15,8 +16,8 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def dvc(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+def dvc(cwd: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1", **(env or {})}
     res = subprocess.run([str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stdout + res.stderr
     return res.stdout + res.stderr
@@ -55,6 +56,82 @@ def run_notebooks(project: Path) -> None:
         assert not errors, (path.name, errors)
 
 
+# Put on PYTHONPATH, this makes every `mgr` process append the pipeline modules it loaded to $MGR_TRACE.
+TRACER = """
+import atexit, json, os, sys
+
+def _log():
+    if os.path.basename(sys.argv[0]) != "mgr":
+        return
+    names = sorted(n for n, m in list(sys.modules.items()) if n.startswith("pipeline.") and hasattr(m, "__file__"))
+    with open(os.environ["MGR_TRACE"], "a") as f:
+        f.write(json.dumps({"argv": sys.argv[1:], "modules": names}) + "\\n")
+
+if os.environ.get("MGR_TRACE"):
+    atexit.register(_log)
+"""
+# Loaded by every stage, and left out of deps on purpose (dvc.yaml's header): the params schema
+# (synthetic.py holds the generate section's), atomic writes, the error type.
+PLUMBING = {"pipeline/params.py", "pipeline/synthetic.py", "pipeline/artifacts.py", "pipeline/errors.py"}
+# What `mgr` loads before any command runs, besides the plumbing: `mgr download --help` lists the
+# datasets. No stage that dvc runs downloads anything.
+CLI = {"pipeline/download.py", "pipeline/fetch.py"}
+
+
+def traced_env(tmp: Path) -> dict[str, str]:
+    (tmp / "tracer").mkdir()
+    (tmp / "tracer" / "sitecustomize.py").write_text(TRACER)
+    path = os.pathsep.join(filter(None, [str(tmp / "tracer"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "MGR_TRACE": str(tmp / "modules.jsonl")}
+
+
+def as_paths(modules) -> set[str]:
+    return {m.replace(".", "/") + ".py" for m in modules}
+
+
+def uses_options(command) -> bool:
+    """Does the command's function (signature included) use a name its module imports from stages/options.py?"""
+    import inspect
+
+    module = ast.parse(inspect.getsource(sys.modules[command.__module__]))
+    shared = {a.asname or a.name for node in ast.walk(module) if isinstance(node, ast.ImportFrom)
+              and node.module == "stages.options" for a in node.names}
+    used = {n.id for n in ast.walk(ast.parse(inspect.getsource(command))) if isinstance(n, ast.Name)}
+    return bool(shared & used)
+
+
+def undeclared_modules(project: Path, trace: Path) -> dict[str, list[str]]:
+    """Per stage, the pipeline modules its run loaded that dvc.yaml does not list as deps (nor
+    plumbing): a change to one of those would leave the stage's outputs stale. Also its own
+    stages/ module and stages/options.py if it uses it (every `mgr` call loads all stages/
+    modules, so that part is read from the source)."""
+    from stages.app import app
+
+    commands = {c.name or c.callback.__name__: c.callback for c in app.registered_commands}
+    lock = yaml.safe_load((project / "dvc.lock").read_text())["stages"]
+    by_cmd = {" ".join(st["cmd"].split()): (name, {d["path"] for d in st.get("deps", [])}) for name, st in lock.items()}
+    missing, traced = {}, set()
+    for line in trace.read_text().splitlines():
+        rec = json.loads(line)
+        name, deps = by_cmd[" ".join(["mgr", *rec["argv"]])]
+        traced.add(name)
+        command = commands[rec["argv"][0]]
+        need = as_paths(rec["modules"]) - CLI | {command.__module__.replace(".", "/") + ".py"}
+        if uses_options(command):
+            need.add("stages/options.py")
+        if need - deps - PLUMBING:
+            missing[name] = sorted(need - deps - PLUMBING)
+    assert traced == set(lock), f"stages the tracer missed: {sorted(set(lock) - traced)}"
+    return missing
+
+
+def test_cli_loads_only_plumbing_before_a_command():
+    """What `mgr` loads before a command runs is left out of the deps check above, so it must stay small."""
+    code = "import sys, stages.app; print(' '.join(n for n in sys.modules if n.startswith('pipeline.')))"
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert as_paths(res.stdout.split()) <= PLUMBING | CLI
+
+
 def artifact_hashes(project: Path) -> dict[str, str]:
     lock = yaml.safe_load((project / "dvc.lock").read_text())
     return {o["path"]: o["md5"] for st in lock["stages"].values() for o in st.get("outs", [])
@@ -62,8 +139,10 @@ def artifact_hashes(project: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_repro_caches_and_reruns_only_what_changed(project: Path):
-    out = dvc(project, "repro")
+def test_repro_caches_and_reruns_only_what_changed(project: Path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("trace")
+    out = dvc(project, "repro", env=traced_env(tmp))
+    assert undeclared_modules(project, tmp / "modules.jsonl") == {}
     for stage in ("generate", "ingest", "embed@text", "embed@image", "embed_fused", "quantize@text",
                   "quantize@image", "quantize@fused", "agreement"):
         assert f"Running stage '{stage}'" in out

@@ -7,11 +7,12 @@ import polars as pl
 import pytest
 import torch
 
-from pipeline.evaluate import comparison, evaluate_variant
+from pipeline.compare import comparison
+from pipeline.evaluate import evaluate_variant
+from pipeline.examples import read_items
 from pipeline.params import ModelParams, TrainParams
 from pipeline.seq2seq import build_model
 from pipeline.sequences import build_sequences
-from pipeline.train import read_items
 from tests.recsys_data import write_tiny_dataset
 
 
@@ -45,8 +46,8 @@ def test_evaluation_returns_real_distinct_items(tmp_path):
     assert 0 <= report["test"]["recall@10"] <= 1 and report["test"]["mrr_depth"] == 10
     # an untrained model still only returns real items, each once per list
     from pipeline.beam import ItemTrie
+    from pipeline.examples import read_examples
     from pipeline.seq2seq import recommend
-    from pipeline.train import read_examples
     item_idx, tokens = read_items(seq)
     ex = read_examples(seq / "test.parquet")
     top, scores = recommend(model, ItemTrie(tokens, item_idx), ex.input_ids, 12, 10, 7)

@@ -10,7 +10,8 @@ from pipeline.params import AlignParams, ModelParams, RecommenderParams, TrainPa
 from pipeline.layout import Layout
 from pipeline.seq2seq import build_model, info_nce, model_from_config
 from pipeline.sequences import build_sequences
-from pipeline.train import Trainer, batch_order, lr_factor, pad_lists, train_variant
+from pipeline.examples import pad_lists
+from pipeline.train import Trainer, batch_order, lr_factor, train_variant
 from tests.recsys_data import write_tiny_dataset
 
 TINY = ModelParams(encoder_layers=1, decoder_layers=1, d_model=32, heads=2, d_kv=16, d_ff=64, dropout=0.1)
