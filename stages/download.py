@@ -28,7 +28,7 @@ def download(
     timeout: float = typer.Option(30.0, min=0.01, help="Seconds to wait on a stalled connection."),
 ) -> None:
     """Download raw reviews and metadata; existing good files are kept, partial ones resumed."""
-    from pipeline.images import is_safe_id
+    from pipeline.images import is_safe_id  # here: every `mgr` call imports this module (tests/test_dvc_pipeline.py)
     if not is_safe_id(dataset):
         raise PipelineError(f"invalid dataset name {dataset!r}: use letters, digits, '_', '-' or '.'")
     folder = out / f"{dataset}-{release}"
