@@ -47,8 +47,8 @@ def main() -> None:
     rows, first = {}, None
     for beam in [int(b) for b in args.beams.split(",")]:
         t0 = time.perf_counter()
-        top, _ = recommend(model, trie, ex.input_ids, max(beam, cfg.top_k), cfg.top_k, cfg.eval_batch,
-                           cfg.decode_dtype, cfg.decode_workers)
+        top, _ = recommend(model, trie, ex.input_ids, beam, cfg.top_k, cfg.eval_batch, cfg.decode_dtype,
+                           cfg.decode_workers)
         seconds = time.perf_counter() - t0
         top = top.numpy()
         first = top if first is None else first

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import json
 import os
 import shutil
@@ -91,8 +92,6 @@ def as_paths(modules) -> set[str]:
 
 def uses_options(command) -> bool:
     """Does the command's function (signature included) use a name its module imports from stages/options.py?"""
-    import inspect
-
     module = ast.parse(inspect.getsource(sys.modules[command.__module__]))
     shared = {a.asname or a.name for node in ast.walk(module) if isinstance(node, ast.ImportFrom)
               and node.module == "stages.options" for a in node.names}
@@ -116,7 +115,7 @@ def undeclared_modules(project: Path, trace: Path) -> dict[str, list[str]]:
         name, deps = by_cmd[" ".join(["mgr", *rec["argv"]])]
         traced.add(name)
         command = commands[rec["argv"][0]]
-        need = as_paths(rec["modules"]) - CLI | {command.__module__.replace(".", "/") + ".py"}
+        need = as_paths(rec["modules"]) - CLI | as_paths([command.__module__])
         if uses_options(command):
             need.add("stages/options.py")
         if need - deps - PLUMBING:
