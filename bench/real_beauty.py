@@ -2,7 +2,7 @@
 
     python bench/real_beauty.py [--data ../shared/data/amazon2014/Beauty] [--work /tmp/real_beauty]
                                 [--epochs 10] [--set recommender.train.lr=0.005 ...] [--no-train] [--no-sasrec]
-                                [--result bench/results/real_beauty.json]
+                                [--result bench/results/real_beauty.json] [--note TEXT]
 
 Runs the stage commands a user runs, in a work folder, with this repo's params.yaml plus the
 overrides below (the embedded default's sizes are for 2.5k items; these are for Beauty's 12k):
@@ -38,8 +38,6 @@ PUBLISHED = {"tiger": {"recall@5": .0454, "ndcg@5": .0321, "recall@10": .0648, "
              "sasrec": {"recall@5": .0387, "ndcg@5": .0249, "recall@10": .0605, "ndcg@10": .0318}}
 OVERRIDES = {
     "quantize.text.codebook_size": 256,  # TIGER's; 64 is for the embedded 2.5k items
-    # bfloat16 RQ-VAE codes trained the recommender worse here (README: "Recommendation quality on real Beauty")
-    "quantize.text.dtype": "float32",
     "recommender.train.batch_size": 256,  # TIGER's
     "recommender.train.lr": 0.005,
     "recommender.train.schedule": "cosine",  # decays to 0 over the epoch budget
@@ -95,6 +93,7 @@ def main() -> None:
     ap.add_argument("--no-train", action="store_true",
                     help="the data stages and SASRec only (a later run trains and evaluates the text variant)")
     ap.add_argument("--no-sasrec", action="store_true", help="skip SASRec (it reads no semantic IDs)")
+    ap.add_argument("--note", default=None, help="what this run is for, kept in the result")
     args = ap.parse_args()
     w = args.work
     (w / "no_images").mkdir(parents=True, exist_ok=True)
@@ -144,6 +143,7 @@ def main() -> None:
         "text_train": train["train"], "text_valid": train["valid"], **({"sasrec_train": sasrec["train"], "sasrec_valid": sasrec["valid"]} if sasrec else {}),
         "decoding": text.get("decoding"),
         "wall_s": wall,
+        **({"note": args.note} if args.note else {}),
     }
     args.result.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
