@@ -31,19 +31,19 @@ import polars as pl
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
+
+from pipeline.quantize import read_item_vectors  # noqa: E402
+from pipeline.semantic_ids import read_ids  # noqa: E402
 
 NEIGHBOURS = 10
 
 
-def nearest_items(path: Path) -> np.ndarray:
-    """(n, NEIGHBOURS) item_idx of each item's nearest other items by cosine, rows in item_idx order."""
-    emb = pl.read_parquet(path).sort("item_idx")
-    if emb["item_idx"].to_list() != list(range(emb.height)):
-        sys.exit(f"{path}: item_idx is not 0..n-1")
-    x = torch.from_numpy(np.stack(emb["embedding"].to_numpy())).float()
-    x = torch.nn.functional.normalize(x - x.mean(0), dim=1)
+def nearest_rows(x: np.ndarray) -> np.ndarray:
+    """(n, NEIGHBOURS) rows of each row's nearest other rows of x by cosine, after centring."""
+    x = torch.nn.functional.normalize(torch.from_numpy(x - x.mean(0)), dim=1)
     out = []
     for i in range(0, len(x), 2048):
         s = x[i:i + 2048] @ x.T
@@ -67,21 +67,26 @@ def mutual_information(a: np.ndarray, b: np.ndarray, k: int) -> float:
     return float((joint[nz] * np.log2(joint[nz] / outer[nz])).sum())
 
 
-def structure(ids_path: Path, neighbours: np.ndarray, pairs: np.ndarray, shuffle: bool = False) -> dict:
-    ids = pl.read_parquet(ids_path).sort("item_idx")
+def structure(ids_path: Path, items: np.ndarray, neighbours: np.ndarray, pairs: np.ndarray, shuffle: bool = False) -> dict:
+    """`items`: the vectors' item_idx in order, the rows of `neighbours`."""
+    ids = read_ids(ids_path)
     if shuffle:  # the same codes dealt to other items: what the figures are without any structure
         ids = ids.with_columns(pl.all().exclude("item_idx").shuffle(seed=0))
-    if ids.height != len(neighbours):
-        sys.exit(f"{ids_path}: {ids.height} items, the embeddings have {len(neighbours)}")
+    if set(ids["item_idx"].to_list()) != set(items.tolist()):
+        sys.exit(f"{ids_path}: its items are not the embeddings' items")
     levels = sorted(c for c in ids.columns if c.startswith("code_"))
-    codes = [ids[c].to_numpy().astype(np.int64) for c in levels]
+    codes = []  # per level, indexed by item_idx
+    for c in levels:
+        by_idx = np.zeros(int(items.max()) + 1, dtype=np.int64)
+        by_idx[ids["item_idx"].to_numpy()] = ids[c].to_numpy()
+        codes.append(by_idx)
     k = int(max(c.max() for c in codes)) + 1
     first, prefix = codes[0], codes[0] * k + codes[1]
     a, b = pairs[:, 0], pairs[:, 1]
     return {
         "items": ids.height, "codebook_size_seen": k,
-        "knn_same_code_1": round(float((first[neighbours] == first[:, None]).mean()), 4),
-        "knn_same_codes_1_2": round(float((prefix[neighbours] == prefix[:, None]).mean()), 4),
+        "knn_same_code_1": round(float((first[neighbours] == first[items, None]).mean()), 4),
+        "knn_same_codes_1_2": round(float((prefix[neighbours] == prefix[items, None]).mean()), 4),
         "next_same_code_1": round(float((first[a] == first[b]).mean()), 4),
         "next_same_codes_1_2": round(float((prefix[a] == prefix[b]).mean()), 4),
         "next_mi_bits": {name: round(mutual_information(c[a], c[b], k), 4) for name, c in zip(levels, codes)},
@@ -97,15 +102,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     tables = dict(s.split("=", 1) for s in args.ids)
-    neighbours, pairs = nearest_items(args.embeddings), history_pairs(args.splits)
+    keys, x = read_item_vectors(args.embeddings)
+    items = keys["item_idx"].to_numpy()
+    neighbours, pairs = items[nearest_rows(x)], history_pairs(args.splits)
     result = {
         "what": "structure of semantic-ID tables: content neighbourhoods and next-item pairs (bench/code_structure.py)",
         "date": dt.date.today().isoformat(), "machine": machine(),
         "embeddings": str(args.embeddings), "splits": str(args.splits), "pairs": len(pairs),
-        "tables": {name: {"path": path, **structure(Path(path), neighbours, pairs)} for name, path in tables.items()},
+        "tables": {name: {"path": path, **structure(Path(path), items, neighbours, pairs)} for name, path in tables.items()},
     }
     first = next(iter(tables.values()))
-    result["control_shuffled"] = {"path": first, **structure(Path(first), neighbours, pairs, shuffle=True)}
+    result["control_shuffled"] = {"path": first, **structure(Path(first), items, neighbours, pairs, shuffle=True)}
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         args.out.write_text(text)
