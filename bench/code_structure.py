@@ -37,6 +37,7 @@ from machine import machine  # noqa: E402
 
 from pipeline.quantize import read_item_vectors  # noqa: E402
 from pipeline.semantic_ids import read_ids  # noqa: E402
+from pipeline.summary import code_levels  # noqa: E402
 
 NEIGHBOURS = 10
 
@@ -74,7 +75,7 @@ def structure(ids_path: Path, items: np.ndarray, neighbours: np.ndarray, pairs: 
         ids = ids.with_columns(pl.all().exclude("item_idx").shuffle(seed=0))
     if set(ids["item_idx"].to_list()) != set(items.tolist()):
         sys.exit(f"{ids_path}: its items are not the embeddings' items")
-    levels = sorted(c for c in ids.columns if c.startswith("code_"))
+    levels = code_levels(ids)
     codes = []  # per level, indexed by item_idx
     for c in levels:
         by_idx = np.zeros(int(items.max()) + 1, dtype=np.int64)
