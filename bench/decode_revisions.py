@@ -1,12 +1,14 @@
 """Beam-search speed of two revisions of the code on the same trained model, decoded in turn.
 
-    python bench/decode_revisions.py --before REV [--variant lfpp] [--runs 5] [--out PATH]
+    python bench/decode_revisions.py --before REV [--variant lfpp] [--runs 5] [--fresh] [--out PATH]
 
 For a change to the decoding code, where a ratio between two separate runs would mostly
 measure the machine's drift. `git archive REV pipeline` is unpacked to a temporary folder; one
 worker process imports `pipeline` from there, another from this checkout (its working tree,
-uncommitted changes included). Each loads models/recommender/<variant>.pt and the test split of
-data/sequences/<variant> (run `dvc repro` first), and decodes every test user through
+uncommitted changes included). Each loads models/recommender/<variant>.pt (with `--fresh`: builds
+the variant's model from params.yaml's recommender.model at train.seed instead, for revisions that
+save models in other formats; a search's work does not depend on the weights' values, but its
+lists then mean nothing) and the test split of data/sequences/<variant> (run `dvc repro` first), and decodes every test user through
 `seq2seq.recommend` at params.yaml's beam, top_k, eval_batch, decode_dtype and decode_workers
 (read by this checkout's code, so that an older revision's need not know today's keys; one whose
 `recommend` has no `workers` decodes a batch at a time), as `evaluate` does. The workers decode in turn, never together (the first alternates by round), `--runs` rounds
@@ -68,7 +70,7 @@ def process_at_end(answers: dict[str, list[dict]]) -> dict:
     return {k: {f: v[-1][f] for f in ("minor_faults", "peak_rss_mib")} for k, v in answers.items()}
 
 
-def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
+def worker(code: Path, variant: str, out_dir: Path, settings: dict, fresh: bool = False) -> None:
     """Decode all test users once per line read from stdin; answer users/s per line.
 
     Imports nothing from bench/decode_options.py (whose test_split this repeats): that module puts
@@ -87,7 +89,17 @@ def worker(code: Path, variant: str, out_dir: Path, settings: dict) -> None:
     seq = ROOT / "data" / "sequences" / variant
     item_idx, tokens = read_items(seq)
     trie, ex = ItemTrie(tokens, item_idx), read_examples(seq / "test.parquet")
-    model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
+    if fresh:
+        import yaml
+
+        from pipeline.layout import Layout
+        from pipeline.params import RecommenderParams
+        from pipeline.seq2seq import build_for_layout
+        # The recommender section only: the other sections may hold keys the older revision rejects.
+        rec = RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
+        model = build_for_layout(rec.model, Layout.load(seq / "layout.json"), rec.train.seed).eval()
+    else:
+        model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
     for _ in sys.stdin:
         t0 = time.perf_counter()
         top, scores = recommend(model, trie, ex.input_ids, **settings)
@@ -168,9 +180,10 @@ def revision_parser(out_name: str, runs: int) -> argparse.ArgumentParser:
 
 def main() -> None:
     ap = revision_parser("decode_revisions.json", runs=5)
+    ap.add_argument("--fresh", action="store_true", help="decode freshly built models instead of the trained one")
     args = ap.parse_args()
     if args.worker:
-        return worker(args.worker, args.variant, args.worker_out, args.worker_settings)
+        return worker(args.worker, args.variant, args.worker_out, args.worker_settings, args.fresh)
     if not args.before:
         ap.error("--before REV is required")
     from decode_options import agreement, rounded_metrics
@@ -178,14 +191,15 @@ def main() -> None:
     rev = short_rev(args.before)
     with tempfile.TemporaryDirectory() as tmp:
         settings = decode_settings()
-        answers = paired_rounds(__file__, rev, args.runs,
-                                ["--variant", args.variant, "--worker-settings", json.dumps(settings)], Path(tmp))
+        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant, "--worker-settings", json.dumps(settings),
+                                                           *(["--fresh"] if args.fresh else [])], Path(tmp))
         lists = {k: dict(np.load(Path(tmp) / k / "lists.npz")) for k in answers}
     info = answers["after"][-1]
     result = {
         "what": "beam search users/s of two code revisions on one model, decoded in turn (bench/decode_revisions.py)",
         "date": dt.date.today().isoformat(), "machine": info["machine"], "variant": args.variant,
         "users": info["users"], "runs": args.runs, "settings": settings,
+        "model": "fresh weights from params.yaml" if args.fresh else f"models/recommender/{args.variant}.pt",
         "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
         "test": {k: rounded_metrics(v["top"], v["target"]) for k, v in lists.items()},
         "after_vs_before_lists": agreement((lists["before"]["top"], lists["before"]["scores"]),

@@ -7,7 +7,8 @@ speed does not depend on what the weights learned):
 - training: optimizer steps over real length-bucketed batches, as the train stage runs them;
   tokens/s (encoder + decoder tokens) and achieved FLOP/s, from torch's FlopCounterMode on one
   step, as a fraction of the matmul peak measured in the same run (a 2048^2 fp32 matmul);
-- the same with torch's own dropout (transformers' T5 as it comes), for the before/after ratio;
+- the same with torch's own dropout (`F.dropout`, and SDPA's for the attention weights) instead
+  of pipeline/dropout.py's, for the before/after ratio;
 - beam search: users/s at the params' beam and top_k over `--users` validation users, with the
   one-token cached decoder and with the plain full forward pass per step (the reference), both
   on batches of users sorted by history length (as `seq2seq.recommend` decodes), and the
@@ -22,6 +23,7 @@ import json
 import statistics
 import sys
 import time
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 
@@ -37,8 +39,8 @@ from pipeline.beam import ItemTrie, constrained_beam_search  # noqa: E402
 from pipeline.examples import read_examples, read_items  # noqa: E402
 from pipeline.layout import PAD, Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
-from pipeline.seq2seq import (TiedHead, build_for_layout, encoder_inputs, output_offset, seq2seq_loss,  # noqa: E402
-                              step_function)
+from pipeline import dropout, t5  # noqa: E402
+from pipeline.seq2seq import build_for_layout, output_offset, seq2seq_loss, step_function  # noqa: E402
 from pipeline.train import batch_order, trimmed  # noqa: E402
 
 
@@ -54,19 +56,17 @@ def matmul_peak(runs: int, n: int = 2048) -> float:
     return statistics.median(rates)
 
 
-def plain_t5(model):
-    """The same weights in transformers' T5 as it comes (torch dropout, SDPA)."""
-    from transformers import T5Config, T5ForConditionalGeneration
-    plain = T5ForConditionalGeneration(T5Config(**{k: v for k, v in model.config.to_dict().items()
-                                                   if k != "_attn_implementation"}))
-    plain.set_attn_implementation("sdpa")
-    plain.end_positions = model.end_positions
-    if isinstance(model.lm_head, TiedHead):
-        plain.lm_head = TiedHead(plain.shared, model.lm_head.offset)
-    elif model.lm_head.weight is not model.shared.weight:
-        plain.lm_head = torch.nn.Linear(model.lm_head.in_features, model.lm_head.out_features, bias=False)
-    plain.load_state_dict(model.state_dict())
-    return plain
+@contextmanager
+def torch_dropout():
+    """The model's dropout as torch's own: `F.dropout`, and SDPA's dropout on the attention weights."""
+    ours, attend = dropout.dropout, t5.attend
+    dropout.dropout = lambda x, p, training: torch.nn.functional.dropout(x, p, training)
+    t5.attend = lambda q, k, v, bias, p, training: torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, bias.to(q.dtype), dropout_p=p if training else 0.0, scale=1.0)
+    try:
+        yield
+    finally:
+        dropout.dropout, t5.attend = ours, attend
 
 
 def train_speed(model, ex, batch_size: int, steps: int, runs: int) -> dict:
@@ -102,13 +102,12 @@ def _tokens(ex, b) -> int:
 
 def full_forward_step(model, input_ids, beam):
     """Reference step: the whole decoder over the whole prefix, every beam its own encoder copy."""
-    embeds = encoder_inputs(model, input_ids).repeat_interleave(beam, 0)
-    mask = (input_ids != PAD).repeat_interleave(beam, 0)
-    enc = model.get_encoder()(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    input_ids = input_ids.repeat_interleave(beam, 0)
+    enc, mask = model.encode(input_ids), model.padding_mask(input_ids)
 
     def step(prefix, parent, last=1):
         dec = torch.cat([torch.full((len(prefix), 1), PAD), prefix.long()], 1)
-        logits = model(encoder_outputs=(enc,), attention_mask=mask, decoder_input_ids=dec).logits
+        logits = model.head(model.decoder(model.shared(dec), memory=enc, memory_mask=mask))
         return logits[:, -last:] if last > 1 else logits[:, -1]
     return step
 
@@ -147,11 +146,12 @@ def bench_variant(name: str, params, args, peak: float) -> dict:
     ex = read_examples(seq_dir / "train.parquet")
     out = {"item_len": layout.item_len, "vocab": layout.vocab_size}
     ours = train_speed(model, ex, rec.train.batch_size, args.steps, args.runs)
-    torch_dropout = train_speed(plain_t5(model), ex, rec.train.batch_size, args.steps, args.runs)
-    for key, r in (("train", ours), ("train_torch_dropout", torch_dropout)):
+    with torch_dropout():
+        theirs = train_speed(model, ex, rec.train.batch_size, args.steps, args.runs)
+    for key, r in (("train", ours), ("train_torch_dropout", theirs)):
         r["fraction_of_matmul_peak"] = round(r.pop("flop_per_s") / peak, 3)
         out[key] = r
-    out["train_speedup"] = round(ours["tokens_per_s"] / torch_dropout["tokens_per_s"], 2)
+    out["train_speedup"] = round(ours["tokens_per_s"] / theirs["tokens_per_s"], 2)
     item_idx, tokens = read_items(seq_dir)
     trie = ItemTrie(tokens, item_idx)
     ids = read_examples(seq_dir / "valid.parquet").input_ids[: args.users]

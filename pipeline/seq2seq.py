@@ -1,21 +1,14 @@
-"""The generative recommender: a T5 encoder-decoder built from a config (method.md section 6).
+"""The generative recommender around its network (pipeline/t5.py): building it from params,
+the training loss, and decoding.
 
 The encoder reads [user token] + the history's item tokens; the decoder writes the next item's
 tokens. No pretrained weights: the vocabulary is the layout's tokens and nothing else.
 Optionally (`ModelParams.item_output`) the output layer covers only the tokens an item's ID can
-hold (ids from `output_offset` on): user tokens are inputs, never outputs, and scoring them was
-most of the output layer's work in a decoding step.
+hold (ids from the layout's first item token on): user tokens are inputs, never outputs, and
+scoring them was most of the output layer's work in a decoding step.
 
 Decoding (`BeamDecoder`) runs the decoder one token per step with its own small caches
 instead of transformers' `generate`, whose cache reordering was most of its time.
-
-T5 has no absolute positions, only relative attention biases. Here the most recent item
-matters most (it sets the next item's category), and with relative biases alone the encoder must
-first find the end of the sequence before it can single that item out: a two-step circuit that
-small models trained for a few epochs learn slowly (README: "Training"). So each encoder
-input token also gets a learned embedding of its distance from the end of the sequence
-(`ModelParams.end_positions`; 0 = plain T5), which names an item's recency and a token's level
-in one index, whatever the layout.
 """
 from __future__ import annotations
 
@@ -26,118 +19,56 @@ from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import T5Config, T5ForConditionalGeneration
-from transformers.models.t5.modeling_t5 import T5DenseActDense
 
-from pipeline import dropout, precision
+from pipeline import precision
 from pipeline.beam import ItemTrie, constrained_beam_search
-from pipeline.layout import EOS, PAD, Layout
+from pipeline.layout import PAD, Layout
 from pipeline.params import ModelParams
+from pipeline.t5 import T5, T5Config, distance_from_end, shift_right  # noqa: F401 (distance_from_end: re-export)
 
 
 def t5_config(cfg: ModelParams, vocab_size: int, output_offset: int = 0) -> T5Config:
-    return T5Config(
-        vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff,
-        num_layers=cfg.encoder_layers, num_decoder_layers=cfg.decoder_layers, num_heads=cfg.heads,
-        dropout_rate=cfg.dropout, feed_forward_proj="relu", pad_token_id=PAD, eos_token_id=EOS,
-        decoder_start_token_id=PAD, use_cache=False, end_positions=cfg.end_positions,
-        output_offset=output_offset, untied_output=not cfg.tie_embeddings, embedding_init=cfg.embedding_init,
-        # transformers 5 always ties T5's output layer to the input embeddings; this flag only
-        # turns off T5 1.0's d_model**-0.5 scaling of the decoder output, with which the
-        # 64-code softmax learned markedly slower here. Untying is `untied_output`, below.
-        tie_word_embeddings=False,
-    )
+    return T5Config(vocab_size=vocab_size, d_model=cfg.d_model, d_kv=cfg.d_kv, d_ff=cfg.d_ff, heads=cfg.heads,
+                    encoder_layers=cfg.encoder_layers, decoder_layers=cfg.decoder_layers, dropout=cfg.dropout,
+                    end_positions=cfg.end_positions, output_offset=output_offset,
+                    tie_embeddings=cfg.tie_embeddings, embedding_init=cfg.embedding_init)
 
 
-def build_model(cfg: ModelParams, vocab_size: int, seed: int, output_offset: int = 0) -> T5ForConditionalGeneration:
+def build_model(cfg: ModelParams, vocab_size: int, seed: int, output_offset: int = 0) -> T5:
     """A seeded T5; `output_offset`: the first token id the decoder may emit (the layout's first item token)."""
     torch.manual_seed(seed)  # the initial weights are part of the run's seed
-    return model_from_config(t5_config(cfg, vocab_size, output_offset).to_dict())
+    return T5(t5_config(cfg, vocab_size, output_offset))
 
 
-class TiedHead(torch.nn.Module):
-    """The output layer as the input embeddings' rows of the tokens from `offset` on."""
-
-    def __init__(self, shared: torch.nn.Embedding, offset: int):
-        super().__init__()
-        self.offset = offset
-        object.__setattr__(self, "shared", shared)  # not a submodule: its weight is saved once, as shared.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.shared.weight[self.offset:])
-
-
-def build_for_layout(cfg: ModelParams, layout: Layout, seed: int) -> T5ForConditionalGeneration:
+def build_for_layout(cfg: ModelParams, layout: Layout, seed: int) -> T5:
     """The model for a variant's token layout; with `item_output`, its output layer starts at the
     layout's first item token."""
     return build_model(cfg, layout.vocab_size, seed, layout.first_item_token if cfg.item_output else 0)
 
 
-class FeedForward(T5DenseActDense):
-    """T5's feed-forward block without transformers' cast of the activation to `wo`'s dtype.
-
-    The cast keeps 8-bit flan-t5's `wo` in float32. Here weights stay float32 under bfloat16
-    autocast, so it turned the widest activation (d_ff) to float32 and autocast turned it back, both
-    passes forward and backward: 1.05x a bfloat16 training step without them. Same values.
-    """
-
-    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.wo(self.dropout(self.act(self.wi(hidden_states))))
+def model_from_config(config: dict) -> T5:
+    """A model of a saved config (its weights are drawn afresh: load the saved ones over them)."""
+    return T5(T5Config.from_dict(config))
 
 
-def model_from_config(config: dict) -> T5ForConditionalGeneration:
-    model = dropout.install(T5ForConditionalGeneration(T5Config(**config)))
-    for block in model.modules():
-        if type(block) is T5DenseActDense:
-            block.__class__ = FeedForward  # same submodules and weights: only forward differs
-    scaled = getattr(model.config, "embedding_init", "t5") == "scaled"  # ModelParams.embedding_init
-    if scaled:  # (a saved model's weights overwrite these draws)
-        torch.nn.init.normal_(model.shared.weight, std=model.config.d_model ** -0.5)
-    offset = output_offset(model)
-    if getattr(model.config, "untied_output", False):  # initialised as the embedding rows it replaces
-        head = torch.nn.Linear(model.config.d_model, model.config.vocab_size - offset, bias=False)
-        head.weight.data.copy_(model.shared.weight.data[offset:])
-        model.lm_head = head
-    elif offset:
-        model.lm_head = TiedHead(model.shared, offset)
-    n = getattr(model.config, "end_positions", 0)
-    if n:  # a submodule of the T5, so it is in the state dict and moves with the model
-        model.end_positions = torch.nn.Embedding(n, model.config.d_model)
-        if scaled:
-            torch.nn.init.normal_(model.end_positions.weight, std=model.config.d_model ** -0.5)
-    return model
-
-
-def output_offset(model: T5ForConditionalGeneration) -> int:
+def output_offset(model: T5) -> int:
     """Token id of the output layer's first column (logit j is token offset + j)."""
-    return int(getattr(model.config, "output_offset", 0))
+    return model.config.output_offset
 
 
-def distance_from_end(input_ids: torch.Tensor) -> torch.Tensor:
-    """Per token, how many real (non-pad) tokens follow it: 0 at the last one, whatever the padding."""
-    real = (input_ids != PAD).long()
-    return (real.flip(1).cumsum(1).flip(1) - 1).clamp_min(0)
-
-
-def encoder_inputs(model: T5ForConditionalGeneration, input_ids: torch.Tensor) -> torch.Tensor:
+def encoder_inputs(model: T5, input_ids: torch.Tensor) -> torch.Tensor:
     """Token embeddings plus, if the model has them, embeddings of the distance from the end."""
-    x = model.shared(input_ids)
-    table = getattr(model, "end_positions", None)
-    if table is None:
-        return x
-    return x + table(distance_from_end(input_ids).clamp_max(table.num_embeddings - 1))
+    return model.embed(input_ids)
 
 
-def seq2seq_loss(model: T5ForConditionalGeneration, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def seq2seq_loss(model: T5, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the label tokens (teacher forcing; labels never contain PAD)."""
-    logits = model(inputs_embeds=encoder_inputs(model, input_ids), attention_mask=input_ids != PAD,
-                   decoder_input_ids=model._shift_right(labels)).logits
+    logits = model(input_ids, shift_right(labels))
     return F.cross_entropy(logits.flatten(0, 1).float(), (labels - output_offset(model)).flatten())
 
 
-def encode(model: T5ForConditionalGeneration, input_ids: torch.Tensor) -> torch.Tensor:
-    return model.get_encoder()(inputs_embeds=encoder_inputs(model, input_ids),
-                               attention_mask=input_ids != PAD).last_hidden_state
+def encode(model: T5, input_ids: torch.Tensor) -> torch.Tensor:
+    return model.encode(input_ids)
 
 
 def pooled(states: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
@@ -163,11 +94,6 @@ def _prefix_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: t
     return (w.softmax(-1).unsqueeze(-1) * v.unsqueeze(-3)).sum(-2)
 
 
-def _heads(x: torch.Tensor, d_kv: int) -> torch.Tensor:
-    """(N, T, heads*d_kv) -> (N, heads, T, d_kv)."""
-    return x.view(*x.shape[:2], -1, d_kv).transpose(1, 2)
-
-
 class BeamDecoder:
     """The T5 decoder run one token at a time for constrained beam search, with the model's own
     weights and modules (exactly its forward pass in eval mode; tests/test_seq2seq.py checks).
@@ -182,16 +108,13 @@ class BeamDecoder:
     - self-attention over the few prefix tokens skips torch's fused kernel (`_prefix_attention`).
     """
 
-    def __init__(self, model: T5ForConditionalGeneration, input_ids: torch.Tensor, beam: int):
+    def __init__(self, model: T5, input_ids: torch.Tensor, beam: int):
         self.model, self.beam, self.n_queries = model, beam, input_ids.shape[0]
-        self.d_kv = model.config.d_kv
-        states = encode(model, input_ids)
-        self.enc_mask = (input_ids != PAD)[:, None, None, :]  # (Q, 1, 1, L)
-        self.cross = [(_heads(b.layer[1].EncDecAttention.k(states), self.d_kv),
-                       _heads(b.layer[1].EncDecAttention.v(states), self.d_kv)) for b in model.decoder.block]
+        states = model.encode(input_ids)
+        self.enc_mask = model.padding_mask(input_ids)  # (Q, 1, 1, L)
+        self.cross = [b.cross_attn.split(b.cross_attn.kv(states), 2) for b in model.decoder.blocks]
         self.cache: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer, (rows, heads, fed, d_kv)
         self.fed = 0  # decoder tokens in the cache (the start token counts)
-        self.scale = model.model_dim ** -0.5 if model.config.scale_decoder_outputs else 1.0
 
     def __call__(self, prefix: torch.Tensor, parent: torch.Tensor | None, last: int = 1) -> torch.Tensor:
         """Next-token logits for every row (query-major, `beam` rows per query) of `prefix`,
@@ -214,24 +137,21 @@ class BeamDecoder:
         return logits if last > 1 else logits[:, 0]
 
     def _forward(self, tokens: torch.Tensor, last: int) -> torch.Tensor:
-        decoder, past, n = self.model.decoder, self.fed, tokens.shape[1]
-        bias = decoder.block[0].layer[0].SelfAttention.compute_bias(n, past + n, tokens.device, past_seen_tokens=past)
-        causal = torch.ones(n, past + n, dtype=torch.bool, device=tokens.device).tril(past)
-        bias = bias.masked_fill(~causal, torch.finfo(bias.dtype).min)
-        x = decoder.embed_tokens(tokens)
+        decoder, past = self.model.decoder, self.fed
+        bias = decoder.position_bias(tokens.shape[1], past + tokens.shape[1], past)
+        x = self.model.shared(tokens)
         cache = []
-        for i, block in enumerate(decoder.block):
-            sa, ca, ff = block.layer
-            h = sa.layer_norm(x)
-            q, k, v = (_heads(proj(h), self.d_kv) for proj in (sa.SelfAttention.q, sa.SelfAttention.k, sa.SelfAttention.v))
+        for i, block in enumerate(decoder.blocks):
+            q, k, v = block.self_attn.split(block.self_attn.qkv(block.self_norm(x)), 3)
             if self.cache:
                 k, v = torch.cat([self.cache[i][0], k], 2), torch.cat([self.cache[i][1], v], 2)
             cache.append((k, v))
-            x = x + sa.SelfAttention.o(self._merge(_prefix_attention(q, k, v, bias)))
-            x = x + ca.EncDecAttention.o(self._cross(_heads(ca.EncDecAttention.q(ca.layer_norm(x)), self.d_kv), i))
-            x = x + ff.DenseReluDense(ff.layer_norm(x))
-        self.cache, self.fed = cache, past + n
-        return self.model.lm_head(decoder.final_layer_norm(x[:, -last:]) * self.scale)
+            x = x + block.self_attn.merge(_prefix_attention(q, k, v, bias))
+            (q,) = block.cross_attn.split(block.cross_attn.q(block.cross_norm(x)), 1)
+            x = x + block.cross_attn.merge(self._cross(q, i))
+            x = x + block.ff(block.ff_norm(x))
+        self.cache, self.fed = cache, past + tokens.shape[1]
+        return self.model.head(decoder.norm(x[:, -last:]))
 
     def _cross(self, q: torch.Tensor, layer: int) -> torch.Tensor:
         """Cross-attention of (rows, heads, n, d_kv) queries, the rows of one query folded together."""
@@ -239,28 +159,21 @@ class BeamDecoder:
         group = rows // self.n_queries
         q = q.view(self.n_queries, group, heads, n, d).transpose(1, 2).reshape(self.n_queries, heads, group * n, d)
         k, v = self.cross[layer]
-        out = F.scaled_dot_product_attention(q, k, v, self.enc_mask, scale=1.0)
-        out = out.view(self.n_queries, heads, group, n, d).transpose(1, 2).reshape(rows, heads, n, d)
-        return self._merge(out)
-
-    @staticmethod
-    def _merge(x: torch.Tensor) -> torch.Tensor:
-        """(N, heads, T, d_kv) -> (N, T, heads*d_kv)."""
-        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], -1)
+        out = F.scaled_dot_product_attention(q, k, v, self.enc_mask.to(q.dtype), scale=1.0)
+        return out.view(self.n_queries, heads, group, n, d).transpose(1, 2).reshape(rows, heads, n, d)
 
 
-def step_function(model: T5ForConditionalGeneration, input_ids: torch.Tensor, beam: int) -> Callable:
+def step_function(model: T5, input_ids: torch.Tensor, beam: int) -> Callable:
     """The beam search's step: next-token logits per beam row (see `BeamDecoder`)."""
     return BeamDecoder(model, input_ids, beam)
 
 
-def decoding_copy(model: T5ForConditionalGeneration, dtype: str) -> T5ForConditionalGeneration:
+def decoding_copy(model: T5, dtype: str) -> T5:
     """The model in eval mode with its weights in `dtype` ("float32": the model itself; else a
     cast copy, so that training goes on in float32; "auto": pipeline/precision.py)."""
     dtype = precision.resolve(dtype, next(model.parameters()).device)
     if dtype == "float32":
         return model.eval()
-    # deepcopy keeps TiedHead's reference to the copy's own embeddings; .to() casts in place.
     return copy.deepcopy(model).to(getattr(torch, dtype)).eval()
 
 
@@ -286,7 +199,7 @@ def ops_on_one_thread(on: bool) -> Iterator[None]:
 
 
 @torch.inference_mode()
-def recommend(model: T5ForConditionalGeneration, trie: ItemTrie, input_ids: torch.Tensor, beam: int, k: int,
+def recommend(model: T5, trie: ItemTrie, input_ids: torch.Tensor, beam: int, k: int,
               batch_size: int, dtype: str = "float32",
               workers: int | Literal["auto"] = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k items (item indices, -1 where fewer exist) and their log-probabilities, per row,

@@ -41,7 +41,7 @@ from pipeline.params import AlignParams, RecommenderParams, TrainParams, Variant
 from pipeline.seq2seq import build_for_layout, encode, info_nce, pooled, recommend, seq2seq_loss
 from pipeline.tracking import Tracker
 
-CHECKPOINT_VERSION = 3  # 2: the output layer follows tie_embeddings and item_output; 3: fused AdamW
+CHECKPOINT_VERSION = 4  # 2: the output layer follows tie_embeddings and item_output; 3: fused AdamW; 4: pipeline/t5.py
 WINDOW = 50  # batches per length-sorting window
 
 

@@ -176,7 +176,7 @@ def test_alignment_phase_lowers_translation_loss(seqs):
 def test_model_is_built_from_config_without_pretrained_weights():
     model = build_model(TINY, vocab_size=50, seed=0)
     again = build_model(TINY, vocab_size=50, seed=0)
-    assert model.config.vocab_size == 50 and model.config.num_layers == 1
+    assert model.config.vocab_size == 50 and model.config.encoder_layers == 1
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters()))
 
 
@@ -188,8 +188,8 @@ def test_item_output_trains_a_head_over_item_tokens_only(seqs, tmp_path, tie):
                            tmp_path / "m.json", None, tmp_path / "work")
     first = Layout.load(seqs["text"] / "layout.json").first_item_token
     saved = torch.load(tmp_path / "m.pt", weights_only=True)
-    assert saved["config"]["output_offset"] == first > 0 and saved["config"]["untied_output"] == (not tie)
+    assert saved["config"]["output_offset"] == first > 0 and saved["config"]["tie_embeddings"] == tie
     model = model_from_config(saved["config"])
     model.load_state_dict(saved["state_dict"])
-    assert model.lm_head(torch.zeros(1, 32)).shape == (1, model.config.vocab_size - first)
+    assert model.head(torch.zeros(1, 32)).shape == (1, model.config.vocab_size - first)
     assert 0 <= report["valid"]["recall@10"] <= 1
