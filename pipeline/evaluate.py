@@ -27,7 +27,10 @@ def load_recommender(path: Path, device: torch.device | str = "cpu"):
     if not Path(path).is_file():
         raise PipelineError(f"{path}: model not found (run the train stage)")
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    model = model_from_config(saved["config"])
+    try:
+        model = model_from_config(saved["config"])
+    except ValueError as e:
+        raise PipelineError(f"{path}: {e}") from None
     model.load_state_dict(saved["state_dict"])
     return model.to(device).eval()
 

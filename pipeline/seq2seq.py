@@ -24,7 +24,7 @@ from pipeline import precision
 from pipeline.beam import ItemTrie, constrained_beam_search
 from pipeline.layout import PAD, Layout
 from pipeline.params import ModelParams
-from pipeline.t5 import T5, T5Config, distance_from_end, shift_right  # noqa: F401 (distance_from_end: re-export)
+from pipeline.t5 import T5, T5Config, shift_right
 
 
 def t5_config(cfg: ModelParams, vocab_size: int, output_offset: int = 0) -> T5Config:
@@ -56,19 +56,10 @@ def output_offset(model: T5) -> int:
     return model.config.output_offset
 
 
-def encoder_inputs(model: T5, input_ids: torch.Tensor) -> torch.Tensor:
-    """Token embeddings plus, if the model has them, embeddings of the distance from the end."""
-    return model.embed(input_ids)
-
-
 def seq2seq_loss(model: T5, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of the label tokens (teacher forcing; labels never contain PAD)."""
     logits = model(input_ids, shift_right(labels))
     return F.cross_entropy(logits.flatten(0, 1).float(), (labels - output_offset(model)).flatten())
-
-
-def encode(model: T5, input_ids: torch.Tensor) -> torch.Tensor:
-    return model.encode(input_ids)
 
 
 def pooled(states: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:

@@ -67,13 +67,11 @@ class T5Config:
 def relative_buckets(relative: torch.Tensor, bidirectional: bool, n: int, max_distance: int) -> torch.Tensor:
     """T5's bucket of each key-minus-query distance: one bucket per distance up to n/2 (per
     direction when bidirectional), then logarithmically wider ones up to max_distance."""
-    bucket = torch.zeros_like(relative)
-    if bidirectional:
+    if bidirectional:  # keys after the query take the upper half of the buckets
         n //= 2
-        bucket = (relative > 0).long() * n
-        distance = relative.abs()
-    else:
-        distance = (-relative).clamp_min(0)  # a causal decoder only looks back
+        bucket, distance = (relative > 0).long() * n, relative.abs()
+    else:  # a causal decoder only looks back
+        bucket, distance = 0, (-relative).clamp_min(0)
     exact = n // 2
     log_bucket = exact + (torch.log(distance.float() / exact) / math.log(max_distance / exact) * (n - exact)).long()
     return bucket + torch.where(distance < exact, distance, log_bucket.clamp_max(n - 1))
@@ -159,11 +157,13 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor, memory: torch.Tensor | None = None,
                 memory_mask: torch.Tensor | None = None) -> torch.Tensor:
-        drop = lambda y: fast_dropout.dropout(y, self.p, self.training)  # noqa: E731
-        x = x + drop(self.self_attn(self.self_norm(x), bias))
+        x = x + self.drop(self.self_attn(self.self_norm(x), bias))
         if memory is not None:
-            x = x + drop(self.cross_attn(self.cross_norm(x), memory_mask, memory))
-        return x + drop(self.ff(self.ff_norm(x)))
+            x = x + self.drop(self.cross_attn(self.cross_norm(x), memory_mask, memory))
+        return x + self.drop(self.ff(self.ff_norm(x)))
+
+    def drop(self, x: torch.Tensor) -> torch.Tensor:
+        return fast_dropout.dropout(x, self.p, self.training)
 
 
 class Stack(nn.Module):

@@ -38,7 +38,7 @@ from pipeline.examples import Examples, read_examples, read_items
 from pipeline.layout import PAD, Layout
 from pipeline.metrics import evaluate_top
 from pipeline.params import AlignParams, RecommenderParams, TrainParams, VariantParams
-from pipeline.seq2seq import build_for_layout, encode, info_nce, pooled, recommend, seq2seq_loss
+from pipeline.seq2seq import build_for_layout, info_nce, pooled, recommend, seq2seq_loss
 from pipeline.tracking import Tracker
 
 CHECKPOINT_VERSION = 4  # 2: the output layer follows tie_embeddings and item_output; 3: fused AdamW; 4: pipeline/t5.py
@@ -91,8 +91,8 @@ def alignment_loss(model, first: torch.Tensor, second: torch.Tensor, cfg: AlignP
     if cfg.both_directions:
         loss = loss + seq2seq_loss(model, second, first)
     if cfg.contrastive_weight > 0:
-        za = pooled(encode(model, first), first)
-        zb = pooled(encode(model, second), second)
+        za = pooled(model.encode(first), first)
+        zb = pooled(model.encode(second), second)
         loss = loss + cfg.contrastive_weight * info_nce(za, zb, cfg.temperature)
     return loss
 

@@ -63,6 +63,16 @@ def test_missing_model_is_one_line_error(tmp_path):
         evaluate_variant(tmp_path, tmp_path / "nope.pt", TrainParams())
 
 
+def test_a_model_saved_by_the_transformers_based_code_is_a_one_line_error(tmp_path):
+    """Files written before pipeline/t5.py hold transformers' T5Config keys: retrain, not a traceback."""
+    from pipeline.errors import PipelineError
+    from pipeline.evaluate import load_recommender
+    torch.save({"config": {"vocab_size": 50, "num_layers": 2, "num_heads": 4, "d_model": 128}, "state_dict": {}},
+               tmp_path / "old.pt")
+    with pytest.raises(PipelineError, match=r"old\.pt: not a pipeline.t5 model config .*num_heads.*retrain"):
+        load_recommender(tmp_path / "old.pt")
+
+
 def test_compare_command_prints_a_table_and_writes_markdown(tmp_path):
     from tests.test_cli import mgr
     for name, r10 in (("text", 0.2), ("image", 0.1), ("lfpp", 0.3)):

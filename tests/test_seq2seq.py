@@ -8,9 +8,9 @@ from pipeline.params import ModelParams
 import torch.nn.functional as F
 
 from pipeline.beam import ItemTrie
-from pipeline.seq2seq import (build_model, decoding_copy, distance_from_end, encoder_inputs, model_from_config,
-                              decode_workers, recommend, seq2seq_loss, step_function)
-from pipeline.t5 import shift_right
+from pipeline.seq2seq import (build_model, decoding_copy, model_from_config, decode_workers, recommend, seq2seq_loss,
+                              step_function)
+from pipeline.t5 import distance_from_end, shift_right
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,20 +95,20 @@ def test_end_positions_survive_a_save_and_load_and_are_used():
     again.load_state_dict(model.state_dict())  # strict: the table is part of the weights
     ids = _inputs()
     with torch.inference_mode():
-        torch.testing.assert_close(encoder_inputs(again.eval(), ids), encoder_inputs(model, ids))
+        torch.testing.assert_close(again.eval().embed(ids), model.embed(ids))
         plain = model.shared(ids)
-        assert not torch.allclose(encoder_inputs(model, ids), plain)
+        assert not torch.allclose(model.embed(ids), plain)
     # The same tokens with more right padding get the same embeddings at the real positions.
     padded = torch.cat([ids, torch.full((ids.shape[0], 3), PAD)], dim=1)
     with torch.inference_mode():
-        torch.testing.assert_close(encoder_inputs(model, padded)[:, :12], encoder_inputs(model, ids))
+        torch.testing.assert_close(model.embed(padded)[:, :12], model.embed(ids))
 
 
 def test_plain_t5_has_no_position_table():
     model = build_model(ModelParams(**TINY, end_positions=0), 50, seed=0)
     assert not hasattr(model, "end_positions")
     ids = _inputs()
-    torch.testing.assert_close(encoder_inputs(model, ids), model.shared(ids))
+    torch.testing.assert_close(model.embed(ids), model.shared(ids))
 
 
 @pytest.mark.parametrize("tie", [True, False])
