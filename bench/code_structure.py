@@ -37,7 +37,7 @@ from machine import machine  # noqa: E402
 
 from pipeline.quantize import read_item_vectors  # noqa: E402
 from pipeline.semantic_ids import read_ids  # noqa: E402
-from pipeline.summary import code_levels  # noqa: E402
+from pipeline.semantic_ids import code_levels  # noqa: E402
 
 NEIGHBOURS = 10
 

@@ -20,7 +20,7 @@ import numpy as np
 import polars as pl
 
 from pipeline.errors import PipelineError
-from pipeline.semantic_ids import read_ids
+from pipeline.semantic_ids import code_levels, read_ids
 
 PAD, EOS, FIRST_FREE = 0, 1, 2
 
@@ -69,7 +69,7 @@ def item_codes(ids_dir: Path, modalities: list[str]) -> tuple[pl.DataFrame, dict
     frame, levels = None, {}
     for m in modalities:
         ids = read_ids(ids_dir / f"{m}.parquet")
-        codes = sorted((c for c in ids.columns if c.startswith("code_")), key=lambda c: int(c[5:]))
+        codes = code_levels(ids)
         levels[m] = len(codes)
         ids = ids.select("item_idx", "item_id", *[pl.col(c).alias(f"{m}_{c[5:]}") for c in codes])
         frame = ids if frame is None else frame.join(ids.drop("item_id"), on="item_idx", how="inner")

@@ -18,6 +18,7 @@ import polars as pl
 
 from pipeline.artifacts import atomic_path
 from pipeline.errors import PipelineError
+from pipeline.semantic_ids import code_levels
 
 
 def summarize(path: Path, rows: int = 5) -> dict[str, Any]:
@@ -57,11 +58,6 @@ def _parquet(path: Path, rows: int) -> dict[str, Any]:
     if levels and df.height:
         out["codes"] = code_usage(df, levels)
     return out
-
-
-def code_levels(ids: pl.DataFrame) -> list[str]:
-    """The level columns of a semantic-ID frame (`code_1`, `code_2`, ...), in level order."""
-    return sorted((c for c in ids.columns if c.startswith("code_") and c[5:].isdigit()), key=lambda c: int(c[5:]))
 
 
 def level_usage(codes: np.ndarray, codebook_size: int) -> list[dict[str, float]]:
