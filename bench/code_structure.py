@@ -36,8 +36,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
 
 from pipeline.quantize import read_item_vectors  # noqa: E402
-from pipeline.semantic_ids import read_ids  # noqa: E402
-from pipeline.semantic_ids import code_levels  # noqa: E402
+from pipeline.semantic_ids import code_levels, read_ids  # noqa: E402
 
 NEIGHBOURS = 10
 

@@ -49,6 +49,15 @@ def decode_settings() -> dict:
             "workers": cfg.decode_workers}
 
 
+def recommender_params():
+    """params.yaml's recommender section as the worker's revision reads it. The section only: the
+    other sections may hold keys the older revision rejects."""
+    import yaml
+
+    from pipeline.params import RecommenderParams
+    return RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
+
+
 def process_facts() -> dict:
     """The worker's minor page faults and peak RSS so far."""
     use = resource.getrusage(resource.RUSAGE_SELF)
@@ -90,13 +99,9 @@ def worker(code: Path, variant: str, out_dir: Path, settings: dict, fresh: bool 
     item_idx, tokens = read_items(seq)
     trie, ex = ItemTrie(tokens, item_idx), read_examples(seq / "test.parquet")
     if fresh:
-        import yaml
-
         from pipeline.layout import Layout
-        from pipeline.params import RecommenderParams
         from pipeline.seq2seq import build_for_layout
-        # The recommender section only: the other sections may hold keys the older revision rejects.
-        rec = RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
+        rec = recommender_params()
         model = build_for_layout(rec.model, Layout.load(seq / "layout.json"), rec.train.seed).eval()
     else:
         model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")

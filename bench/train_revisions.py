@@ -24,12 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from decode_revisions import foreign_modules, paired_rounds, paired_summary, process_at_end, process_facts  # noqa: E402
-from decode_revisions import revision_parser, short_rev  # noqa: E402
+from decode_revisions import recommender_params, revision_parser, short_rev  # noqa: E402
 from machine import machine  # noqa: E402
 
 
@@ -40,7 +38,6 @@ def worker(code: Path, variant: str, steps: int) -> None:
 
     from pipeline import precision
     from pipeline.layout import Layout
-    from pipeline.params import RecommenderParams
     from pipeline.seq2seq import build_for_layout
     # read_examples from pipeline.train works at every revision (it re-exports pipeline/examples.py's)
     from pipeline.train import Objective, batch_order, read_examples
@@ -53,8 +50,7 @@ def worker(code: Path, variant: str, steps: int) -> None:
     if foreign_modules(code):
         sys.exit(f"{code}: pipeline modules loaded from elsewhere: {foreign_modules(code)}")
 
-    # The recommender section only: the other sections may hold keys the older revision rejects.
-    rec = RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
+    rec = recommender_params()
     seq = ROOT / "data" / "sequences" / variant
     ex = read_examples(seq / "train.parquet")
     torch.manual_seed(rec.train.seed)
