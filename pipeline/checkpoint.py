@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import torch
 
 from pipeline.artifacts import atomic_path
+from pipeline.errors import PipelineError
+
+Model = TypeVar("Model", bound=torch.nn.Module)
 
 
 def rng_state(generators: dict[str, torch.Generator] | None = None) -> dict[str, torch.Tensor]:
@@ -47,3 +50,24 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def save_model(config: dict[str, Any], state_dict: dict[str, torch.Tensor], path: str | os.PathLike,
+               **extra: Any) -> None:
+    """A finished model: the config that builds it again, its weights, and `extra` (e.g. the params)."""
+    save_checkpoint({"config": config, "state_dict": state_dict, **extra}, path)
+
+
+def load_model(path: str | os.PathLike, build: Callable[[dict[str, Any]], Model], missing: str) -> Model:
+    """The model of a `save_model` file, built by `build` from its config, in eval mode. A missing
+    file (`missing` says which stage writes it) or a config that `build` rejects (ValueError,
+    TypeError: e.g. a file from an older code base) is a one-line PipelineError naming the file."""
+    if not Path(path).is_file():
+        raise PipelineError(f"{path}: {missing}")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        model = build(saved["config"])
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"{path}: {err}") from None
+    model.load_state_dict(saved["state_dict"])
+    return model.eval()

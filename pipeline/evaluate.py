@@ -15,7 +15,7 @@ import torch
 from pipeline import distributed, precision
 from pipeline.artifacts import atomic_path
 from pipeline.beam import ItemTrie
-from pipeline.errors import PipelineError
+from pipeline.checkpoint import load_model
 from pipeline.examples import read_examples, read_items
 from pipeline.metrics import evaluate_top, target_ranks
 from pipeline.params import TrainParams
@@ -24,15 +24,7 @@ from pipeline.seq2seq import model_from_config, recommend
 
 
 def load_recommender(path: Path, device: torch.device | str = "cpu"):
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: model not found (run the train stage)")
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    try:
-        model = model_from_config(saved["config"])
-    except ValueError as e:
-        raise PipelineError(f"{path}: {e}") from None
-    model.load_state_dict(saved["state_dict"])
-    return model.to(device).eval()
+    return load_model(path, model_from_config, "model not found (run the train stage)").to(device)
 
 
 def evaluate_variant(seq_dir: Path, model_path: Path, cfg: TrainParams, split: str = "test",

@@ -55,7 +55,7 @@ from tqdm import tqdm
 
 from pipeline import optim, precision
 from pipeline.artifacts import write_json, write_parquet
-from pipeline.checkpoint import save_checkpoint
+from pipeline.checkpoint import load_model, save_model
 from pipeline.errors import PipelineError
 from pipeline.params import QuantizeParams
 from pipeline.rqvae import RQVAE, RQVAEConfig, nearest
@@ -287,18 +287,13 @@ def code_metrics(codes: np.ndarray, dedup: np.ndarray, recon_mse: float, codeboo
 
 
 def save_rqvae(model: RQVAE, cfg: QuantizeParams, dest: Path) -> None:
-    ckpt = {"config": asdict(model.cfg), "state_dict": model.state_dict(), "params": cfg.model_dump()}
-    save_checkpoint(ckpt, dest)
+    save_model(asdict(model.cfg), model.state_dict(), dest, params=cfg.model_dump())
 
 
 def load_rqvae(path: str | Path) -> RQVAE:
     """The model of a checkpoint written by `quantize`, in eval mode (plain tensors: weights_only)."""
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: quantizer checkpoint not found (run `mgr quantize` first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = RQVAE(RQVAEConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    return load_model(path, lambda config: RQVAE(RQVAEConfig(**config)),
+                      "quantizer checkpoint not found (run `mgr quantize` first)")
 
 
 def read_item_vectors(path: Path) -> tuple[pl.DataFrame, np.ndarray]:

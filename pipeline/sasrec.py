@@ -47,7 +47,7 @@ from tqdm import tqdm
 
 from pipeline import optim
 from pipeline.artifacts import write_json
-from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.checkpoint import load_checkpoint, load_model, rng_state, save_checkpoint, save_model, set_rng_state
 from pipeline.errors import PipelineError
 from pipeline.metrics import evaluate_top
 from pipeline.params import SASRecParams
@@ -385,18 +385,13 @@ def _fit(model: SASRec, opt: torch.optim.Optimizer, gen: torch.Generator, data: 
 
 
 def save_sasrec(model: SASRec, cfg: SASRecParams, dest: Path) -> None:
-    ckpt = {"config": asdict(model.cfg), "state_dict": model.state_dict(), "params": cfg.model_dump()}
-    save_checkpoint(ckpt, dest)
+    save_model(asdict(model.cfg), model.state_dict(), dest, params=cfg.model_dump())
 
 
 def load_sasrec(path: str | Path) -> SASRec:
     """The model of a file written by `run_sasrec`, in eval mode (plain tensors: weights_only)."""
-    if not Path(path).is_file():
-        raise PipelineError(f"{path}: SASRec checkpoint not found (run `mgr sasrec` first)")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    model = SASRec(SASRecConfig(**ckpt["config"]))
-    model.load_state_dict(ckpt["state_dict"])
-    return model.eval()
+    return load_model(path, lambda config: SASRec(SASRecConfig(**config)),
+                      "SASRec checkpoint not found (run `mgr sasrec` first)")
 
 
 def run_sasrec(splits_path: Path, items_path: Path, cfg: SASRecParams, model_out: Path, metrics_out: Path,

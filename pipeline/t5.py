@@ -78,7 +78,9 @@ def relative_buckets(relative: torch.Tensor, bidirectional: bool, n: int, max_di
 
 
 def additive_mask(keep: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """0 where `keep`, the dtype's lowest value elsewhere (finite, so a fully masked row stays a number)."""
+    """0 where `keep`, the dtype's lowest value elsewhere. Finite in `dtype`, but a cast to a
+    narrower one (SDPA's float32 mask under bfloat16 autocast on a GPU) makes it -inf: harmless, as
+    no row here is fully masked (every history has a real token, every decoder token sees itself)."""
     return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill(~keep, torch.finfo(dtype).min)
 
 
@@ -259,8 +261,9 @@ class T5(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, decoder_input_ids: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits (N, T_dec, vocab - output_offset)."""
-        memory = self.encode(input_ids)
-        hidden = self.decoder(self.shared(decoder_input_ids), memory=memory, memory_mask=self.padding_mask(input_ids))
+        mask = self.padding_mask(input_ids)  # the encoder's own, and the decoder's over its states
+        memory = self.encoder(self.embed(input_ids), mask)
+        hidden = self.decoder(self.shared(decoder_input_ids), memory=memory, memory_mask=mask)
         return self.head(hidden)
 
 

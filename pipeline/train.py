@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from pipeline import distributed, optim, precision
 from pipeline.beam import ItemTrie
-from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from pipeline.checkpoint import load_checkpoint, rng_state, save_checkpoint, save_model, set_rng_state
 from pipeline.examples import Examples, read_examples, read_items
 from pipeline.layout import PAD, Layout
 from pipeline.metrics import evaluate_top
@@ -374,6 +374,6 @@ def train_variant(seq_dir: Path, variant: VariantParams, rec: RecommenderParams,
     if trainer.world > 1:
         report["train"]["processes"] = trainer.world
     if trainer.rank == 0:
-        save_checkpoint({"config": model.config.to_dict(), "state_dict": cpu_state(model)}, model_out)
+        save_model(model.config.to_dict(), cpu_state(model), model_out)
         write_json(report, metrics_out)
     return report

@@ -177,6 +177,16 @@ def stage(tmp_path: Path, params: Path, splits: Path, items: Path) -> None:
                  live=tmp_path / "live", work_dir=tmp_path / "work", progress=False, curve=tmp_path / "curve.csv")
 
 
+def test_a_model_file_from_other_code_is_a_one_line_error(tmp_path):
+    """A config SASRecConfig does not know (another version's file) names the file, no traceback."""
+    from pipeline.errors import PipelineError
+    torch.save({"config": {"hidden": 16, "num_blocks": 2}, "state_dict": {}}, tmp_path / "other.pt")
+    with pytest.raises(PipelineError, match=r"other\.pt: .*num_blocks"):
+        load_sasrec(tmp_path / "other.pt")
+    with pytest.raises(PipelineError, match=r"nope\.pt: SASRec checkpoint not found"):
+        load_sasrec(tmp_path / "nope.pt")
+
+
 def test_stage_reads_its_params_section(tmp_path):
     splits, items = write_data(tmp_path / "data")
     params = write_params(tmp_path / "params.yaml", small(epochs=2).model_dump())
