@@ -1,14 +1,15 @@
 """Recommender training with and without `torch.compile`, on the CPU: is it worth compiling?
 
     python bench/compile_training.py [--variant lfpp] [--steps 40] [--runs 5] [--warmup 20]
-                                     [--static] [--out bench/results/compile_training_<variant>.json]
+                                     [--static] [--warm-cache] [--out bench/results/compile_training_<variant>.json]
 
 Two copies of the variant's model, built from params.yaml (recommender.model, train.seed) and
 trained as `mgr train` trains (its loss module in train_dtype as this machine resolves it, fused
 AdamW at train.lr, gradient clipping, dropout), one eager and one through `torch.compile` (inductor;
 `dynamic=True` unless `--static`: batches are bucketed by length, so their shapes vary). Both
 first train `--warmup` batches, which for the compiled one includes compiling (the seconds are
-recorded), then they take turns, `--runs` rounds of `--steps` batches each on the same batches
+recorded; inductor's on-disk cache is a fresh temporary folder, so this is a first run's compile,
+unless `--warm-cache` keeps torch's default folder, where a later process finds earlier graphs), then they take turns, `--runs` rounds of `--steps` batches each on the same batches
 (data/sequences/<variant>/train.parquet in `batch_order`, run `dvc repro` first). examples/s is
 the median per side; the speed-up is the median of the rounds' paired ratios (compiled / eager).
 
@@ -21,8 +22,10 @@ import argparse
 import datetime as dt
 import itertools
 import json
+import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -30,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from decode_revisions import recommender_params  # noqa: E402
 from machine import machine  # noqa: E402
+from train_revisions import train_steps  # noqa: E402
 
 
 def trainer(variant: str, compiled: bool, dynamic: bool):
@@ -53,17 +57,7 @@ def trainer(variant: str, compiled: bool, dynamic: bool):
     batches = itertools.cycle(batch_order(ex.lengths, rec.train.batch_size, torch.Generator().manual_seed(rec.train.seed)))
 
     def train(n: int) -> tuple[int, list[float]]:
-        examples, losses = 0, []
-        for _, b in zip(range(n), batches):
-            loss = loss_fn("train", ex.input_ids[b], ex.labels[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if rec.train.grad_clip:
-                clip_grad_norm(model.parameters(), rec.train.grad_clip)
-            opt.step()
-            losses.append(float(loss.detach()))
-            examples += len(b)
-        return examples, losses
+        return train_steps(loss_fn, model, opt, clip_grad_norm, rec.train.grad_clip, ex, batches, n)
 
     return train, objective.dtype
 
@@ -81,8 +75,11 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="paired rounds after the warm-up")
     ap.add_argument("--warmup", type=int, default=20, help="batches before the rounds (the compiling)")
     ap.add_argument("--static", action="store_true", help="torch.compile(dynamic=False): a graph per shape")
+    ap.add_argument("--warm-cache", action="store_true", help="keep inductor's default on-disk cache folder")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    if not args.warm_cache:  # read when torch compiles, so setting it before the first compile suffices
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor_")
     out = args.out or ROOT / "bench" / "results" / f"compile_training_{args.variant}.json"
     sides = {"eager": trainer(args.variant, False, False), "compiled": trainer(args.variant, True, not args.static)}
     warmup = {name: round(timed(train, args.warmup)[0], 1) for name, (train, _) in sides.items()}
@@ -100,6 +97,7 @@ def main() -> None:
         "date": dt.date.today().isoformat(), "machine": machine(), "variant": args.variant,
         "train_dtype": sides["eager"][1], "dynamic": not args.static, "steps_per_round": args.steps,
         "runs": args.runs, "warmup_batches": args.warmup, "warmup_seconds": warmup,
+        "inductor_cache": "warm (torch's default folder)" if args.warm_cache else "cold (a fresh folder)",
         "examples_per_s": {k: round(statistics.median(v), 1) for k, v in speed.items()},
         "examples_per_s_rounds": {k: [round(x, 1) for x in v] for k, v in speed.items()},
         "speedup_median": round(statistics.median(ratios), 3),

@@ -31,6 +31,21 @@ from decode_revisions import recommender_params, revision_parser, short_rev  # n
 from machine import machine  # noqa: E402
 
 
+def train_steps(loss_fn, model, opt, clip_grad_norm, grad_clip: float, ex, batches, steps: int) -> tuple[int, list[float]]:
+    """`steps` optimizer steps on the next batches, as `mgr train` takes them: (examples, losses)."""
+    examples, losses = 0, []
+    for _, b in zip(range(steps), batches):
+        loss = loss_fn("train", ex.input_ids[b], ex.labels[b])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if grad_clip:
+            clip_grad_norm(model.parameters(), grad_clip)
+        opt.step()
+        losses.append(float(loss.detach()))
+        examples += len(b)
+    return examples, losses
+
+
 def worker(code: Path, variant: str, steps: int) -> None:
     """Train `steps` batches once per line read from stdin; answer examples/s and the losses."""
     sys.path.insert(0, str(code))
@@ -60,17 +75,8 @@ def worker(code: Path, variant: str, steps: int) -> None:
     # the same epoch over again past its end, so that rounds x steps may exceed one epoch
     batches = itertools.cycle(batch_order(ex.lengths, rec.train.batch_size, torch.Generator().manual_seed(rec.train.seed)))
     for _ in sys.stdin:
-        losses, n = [], 0
         t0 = time.perf_counter()
-        for _, b in zip(range(steps), batches):
-            loss = objective("train", ex.input_ids[b], ex.labels[b])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if rec.train.grad_clip:
-                clip_grad_norm(model.parameters(), rec.train.grad_clip)
-            opt.step()
-            losses.append(float(loss.detach()))
-            n += len(b)
+        n, losses = train_steps(objective, model, opt, clip_grad_norm, rec.train.grad_clip, ex, batches, steps)
         print(json.dumps({"examples_per_s": n / (time.perf_counter() - t0), "losses": losses, "train_dtype": objective.dtype,
                           "machine": machine(), **process_facts()}), flush=True)
 
