@@ -9,7 +9,8 @@ AdamW at train.lr, gradient clipping, dropout), one eager and one through `torch
 `dynamic=True` unless `--static`: batches are bucketed by length, so their shapes vary). Both
 first train `--warmup` batches, which for the compiled one includes compiling (the seconds are
 recorded; inductor's on-disk cache is a fresh temporary folder, so this is a first run's compile,
-unless `--warm-cache` keeps torch's default folder, where a later process finds earlier graphs), then they take turns, `--runs` rounds of `--steps` batches each on the same batches
+unless `--warm-cache` keeps torch's default folder, where a later process finds earlier graphs).
+Then they take turns, `--runs` rounds of `--steps` batches each on the same batches
 (data/sequences/<variant>/train.parquet in `batch_order`, run `dvc repro` first). examples/s is
 the median per side; the speed-up is the median of the rounds' paired ratios (compiled / eager).
 
