@@ -3,8 +3,9 @@
     python bench/train_dtype.py [--rounds 5] [--variants text,lfpp] [--steps 40] [--batch-size N]
 
 Per variant (sequences from `dvc repro`, model sizes from params.yaml): two copies of the same
-seeded model, each with its own AdamW, train on the same length-bucketed batches through the
-train stage's own `Objective`, one in float32 and one under bfloat16 autocast. Rounds alternate
+seeded model, each with its own optimizer, train on the same length-bucketed batches as `mgr train`
+takes its steps (its `Objective`, fused AdamW, gradient clipping: `train_revisions.train_steps`),
+one in float32 and one under bfloat16 autocast. Rounds alternate
 the two (`--steps` optimizer steps each), so both see the same machine; each round's ratio is
 float32 time / bfloat16 time. The mean loss of each side's last round shows whether the two
 still train alike. The same run measures the float32 and the bfloat16 matmul peaks (2048^2) and
@@ -28,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
+from train_revisions import train_steps  # noqa: E402
 
 from pipeline.examples import read_examples  # noqa: E402
+from pipeline.optim import adamw, clip_grad_norm  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import build_for_layout  # noqa: E402
@@ -61,27 +64,24 @@ def bench_variant(name: str, params, args, peaks: dict) -> dict:
     sides = {}
     for dtype in DTYPES:
         model = build_for_layout(rec.model, layout, rec.train.seed).train()
-        sides[dtype] = (Objective(model, None, dtype), torch.optim.AdamW(model.parameters(), lr=rec.train.lr))
+        sides[dtype] = (Objective(model, None, dtype), model,
+                        adamw(model.parameters(), rec.train.lr, rec.train.weight_decay))
 
-    def step(dtype: str, b: torch.Tensor) -> float:
-        objective, opt = sides[dtype]
-        loss = objective("train", ex.input_ids[b], ex.labels[b])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return float(loss.detach())
+    def steps(dtype: str, bs: list[torch.Tensor]) -> list[float]:
+        objective, model, opt = sides[dtype]
+        return train_steps(objective, model, opt, clip_grad_norm, rec.train.grad_clip, ex, bs, len(bs))[1]
 
     flops = {}
     for dtype in DTYPES:  # the first step also warms each side up
         with FlopCounterMode(display=False) as counter:
-            step(dtype, batches[0])
+            steps(dtype, batches[:1])
         flops[dtype] = counter.get_total_flops() / int(trimmed(ex.input_ids[batches[0]]).numel()
                                                        + ex.labels[batches[0]].numel())
     seconds, last_loss = {d: [] for d in DTYPES}, {}
     for r in range(args.rounds):
         for dtype in (DTYPES if r % 2 == 0 else DTYPES[::-1]):
             t0 = time.perf_counter()
-            losses = [step(dtype, b) for b in batches[1:]]
+            losses = steps(dtype, batches[1:])
             seconds[dtype].append(time.perf_counter() - t0)
             last_loss[dtype] = statistics.fmean(losses)
     out = {"batch_size": batch, "steps_per_round": len(batches) - 1, "tokens_per_round": tokens}
