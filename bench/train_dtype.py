@@ -5,11 +5,11 @@
 Per variant (sequences from `dvc repro`, model sizes from params.yaml): two copies of the same
 seeded model, each with its own optimizer, train on the same length-bucketed batches as `mgr train`
 takes its steps (its `Objective`, fused AdamW, gradient clipping: `train_revisions.train_steps`),
-one in float32 and one under bfloat16 autocast. Rounds alternate
-the two (`--steps` optimizer steps each), so both see the same machine; each round's ratio is
-float32 time / bfloat16 time. The mean loss of each side's last round shows whether the two
-still train alike. The same run measures the float32 and the bfloat16 matmul peaks (2048^2) and
-the achieved FLOP/s (FlopCounterMode on one step) against each. Median over rounds.
+one in float32 and one under bfloat16 autocast. Rounds alternate the two (`--steps` optimizer steps
+each), so both see the same machine; each round's ratio is float32 time / bfloat16 time. The mean
+loss of each side's last round shows whether the two still train alike. The same run measures the
+float32 and the bfloat16 matmul peaks (2048^2) and the achieved FLOP/s (FlopCounterMode on one
+step) against each. Median over rounds.
 Writes bench/results/train_dtype.json (or `--out`).
 """
 from __future__ import annotations
@@ -32,8 +32,8 @@ from machine import machine  # noqa: E402
 from train_revisions import train_steps  # noqa: E402
 
 from pipeline.examples import read_examples  # noqa: E402
-from pipeline.optim import adamw, clip_grad_norm  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
+from pipeline.optim import adamw, clip_grad_norm  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import build_for_layout  # noqa: E402
 from pipeline.train import Objective, batch_order, trimmed  # noqa: E402
