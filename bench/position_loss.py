@@ -59,10 +59,17 @@ def unigram_loss(train_labels: torch.Tensor, labels: torch.Tensor) -> list[float
     return out
 
 
+def named_path(spec: str) -> tuple[str, Path]:
+    name, sep, path = spec.partition("=")
+    if not (sep and name and path):
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {spec!r}")
+    return name, Path(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seq-dir", type=Path, required=True)
-    ap.add_argument("--model", action="append", required=True, help="NAME=PATH, once per model")
+    ap.add_argument("--model", action="append", required=True, type=named_path, help="NAME=PATH, once per model")
     ap.add_argument("--examples", type=int, default=20000, help="training prefixes (a seeded sample)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "position_loss.json")
     args = ap.parse_args()
@@ -72,12 +79,11 @@ def main() -> None:
     rows = torch.randperm(len(train.labels), generator=torch.Generator().manual_seed(0))[:n]
     models = {"unigram": {"train": unigram_loss(train.labels, train.labels[rows]),
                           "valid": unigram_loss(train.labels, valid.labels)}}
-    for spec in args.model:
-        name, path = spec.split("=", 1)
-        model = load_recommender(Path(path))
+    for name, path in args.model:
+        model = load_recommender(path)
         per_split = {"train": position_loss(model, train.input_ids[rows], train.labels[rows]),
                      "valid": position_loss(model, valid.input_ids, valid.labels)}
-        models[name] = {"path": path, "parameters": sum(p.numel() for p in model.parameters()),
+        models[name] = {"path": str(path), "parameters": sum(p.numel() for p in model.parameters()),
                         **per_split, "mean": {k: round(sum(v) / len(v), 4) for k, v in per_split.items()}}
         print(name, json.dumps(models[name]), file=sys.stderr)
     result = {"what": "teacher-forced cross-entropy per ID position, train prefixes against validation users "
