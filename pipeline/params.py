@@ -206,6 +206,8 @@ class TrainParams(Section):
     warmup_steps: int = Field(200, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0)    # 0 = off
+    # weight of an ID's first code in the next-item loss (1 = every position alike; README: "First code")
+    first_code_weight: float = Field(1.0, gt=0)
     max_epochs: int = Field(50, ge=1)
     eval_every: int = Field(1, ge=1)       # epochs between validation runs
     patience: int = Field(5, ge=1)         # evaluations without improvement before stopping

@@ -100,16 +100,16 @@ def alignment_loss(model, first: torch.Tensor, second: torch.Tensor, cfg: AlignP
 class Objective(torch.nn.Module):
     """Both phases' losses as one module, so that DistributedDataParallel sees every forward."""
 
-    def __init__(self, model, align: AlignParams, dtype: str = "float32"):
+    def __init__(self, model, align: AlignParams, dtype: str = "float32", first_code_weight: float = 1.0):
         super().__init__()
-        self.model, self.align, self.dtype = model, align, dtype
+        self.model, self.align, self.dtype, self.first_code_weight = model, align, dtype, first_code_weight
 
     def forward(self, phase: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         # Autocast inside the module, so that DistributedDataParallel's forward gets it too.
         with torch.autocast(a.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16"):
             if phase == "align":
                 return alignment_loss(self.model, a, b, self.align)
-            return seq2seq_loss(self.model, trimmed(a), b)
+            return seq2seq_loss(self.model, trimmed(a), b, self.first_code_weight)
 
 
 # --- the loop ----------------------------------------------------------------------------------
@@ -147,7 +147,7 @@ class Trainer:
         if self.world > 1:
             torch.manual_seed(self.cfg.seed + 1 + self.rank)  # each rank its own dropout draws
         self.train_dtype = precision.resolve(self.cfg.train_dtype, self.device)
-        objective = Objective(self.model, variant.align, self.train_dtype)
+        objective = Objective(self.model, variant.align, self.train_dtype, self.cfg.first_code_weight)
         if self.world > 1:
             on_gpu = [self.device.index] if self.device.type == "cuda" else None
             objective = DistributedDataParallel(objective, device_ids=on_gpu)

@@ -140,6 +140,20 @@ def test_output_layer_covers_the_item_tokens_only(tie):
         assert model.shared.weight.grad[20:].abs().sum() > 0
 
 
+def test_first_code_weight_counts_the_first_label_token_that_many_times():
+    """Weight 1 is the plain mean; weight w is the mean over positions with the first counted w
+    times (its share of the gradient grows; the loss stays a mean per token)."""
+    model = build_model(ModelParams(**TINY), 50, seed=0, output_offset=20).eval()
+    ids = _inputs()
+    labels = torch.randint(20, 50, (ids.shape[0], 4), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        logits = model(ids, torch.cat([torch.full((len(labels), 1), PAD), labels[:, :-1]], dim=1))
+        ce = F.cross_entropy(logits.transpose(1, 2), labels - 20, reduction="none")  # (rows, positions)
+        torch.testing.assert_close(seq2seq_loss(model, ids, labels, 1.0), ce.mean())
+        expected = (3 * ce[:, 0] + ce[:, 1:].sum(1)).mean() / 6
+        torch.testing.assert_close(seq2seq_loss(model, ids, labels, 3.0), expected)
+
+
 def test_recommend_decodes_longest_first_and_returns_rows_in_order():
     """Batches of similar length change nothing: each row's list is the one it gets decoded alone."""
     model = build_model(ModelParams(**TINY, end_positions=16), 50, seed=0, output_offset=20).eval()

@@ -193,3 +193,16 @@ def test_item_output_trains_a_head_over_item_tokens_only(seqs, tmp_path, tie):
     model.load_state_dict(saved["state_dict"])
     assert model.head(torch.zeros(1, 32)).shape == (1, model.config.vocab_size - first)
     assert 0 <= report["valid"]["recall@10"] <= 1
+
+
+def test_first_code_weight_reaches_the_next_item_loss_not_the_alignment(seqs):
+    from pipeline.seq2seq import seq2seq_loss
+    from pipeline.train import alignment_pairs, trimmed
+    plain, weighted = (Trainer(seqs["lfpp"], LFPP, rec(max_epochs=1, first_code_weight=w), None, None) for w in (1.0, 3.0))
+    a, b = plain.train.input_ids[:8], plain.train.labels[:8]
+    first, second = alignment_pairs(plain.layout, plain.tokens[:8])
+    with torch.no_grad():
+        plain.objective.eval(), weighted.objective.eval()  # no dropout: the same seeded weights give the same logits
+        expected = seq2seq_loss(weighted.model, trimmed(a), b, 3.0)
+        assert weighted.objective("train", a, b) == expected != plain.objective("train", a, b)
+        assert weighted.objective("align", first, second) == plain.objective("align", first, second)
