@@ -8,10 +8,10 @@ import torch
 
 from pipeline.params import AlignParams, ModelParams, RecommenderParams, TrainParams, VariantParams
 from pipeline.layout import Layout
-from pipeline.seq2seq import build_model, info_nce, model_from_config
+from pipeline.seq2seq import build_model, info_nce, model_from_config, seq2seq_loss
 from pipeline.sequences import build_sequences
 from pipeline.examples import pad_lists
-from pipeline.train import Trainer, batch_order, lr_factor, train_variant
+from pipeline.train import Trainer, alignment_pairs, batch_order, lr_factor, train_variant, trimmed
 from tests.recsys_data import write_tiny_dataset
 
 TINY = ModelParams(encoder_layers=1, decoder_layers=1, d_model=32, heads=2, d_kv=16, d_ff=64, dropout=0.1)
@@ -196,8 +196,6 @@ def test_item_output_trains_a_head_over_item_tokens_only(seqs, tmp_path, tie):
 
 
 def test_first_code_weight_reaches_the_next_item_loss_not_the_alignment(seqs):
-    from pipeline.seq2seq import seq2seq_loss
-    from pipeline.train import alignment_pairs, trimmed
     plain, weighted = (Trainer(seqs["lfpp"], LFPP, rec(max_epochs=1, first_code_weight=w), None, None) for w in (1.0, 3.0))
     a, b = plain.train.input_ids[:8], plain.train.labels[:8]
     first, second = alignment_pairs(plain.layout, plain.tokens[:8])
