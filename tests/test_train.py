@@ -199,8 +199,9 @@ def test_first_code_weight_reaches_the_next_item_loss_not_the_alignment(seqs):
     plain, weighted = (Trainer(seqs["lfpp"], LFPP, rec(max_epochs=1, first_code_weight=w), None, None) for w in (1.0, 3.0))
     a, b = plain.train.input_ids[:8], plain.train.labels[:8]
     first, second = alignment_pairs(plain.layout, plain.tokens[:8])
+    for trainer in (plain, weighted):
+        trainer.objective.eval()  # no dropout: the same seeded weights give the same logits
     with torch.no_grad():
-        plain.objective.eval(), weighted.objective.eval()  # no dropout: the same seeded weights give the same logits
         expected = seq2seq_loss(weighted.model, trimmed(a), b, 3.0)
         assert weighted.objective("train", a, b) == expected != plain.objective("train", a, b)
         assert weighted.objective("align", first, second) == plain.objective("align", first, second)
