@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,8 +29,7 @@ from machine import machine  # noqa: E402
 
 from pipeline.evaluate import load_recommender  # noqa: E402
 from pipeline.examples import read_examples  # noqa: E402
-from pipeline.seq2seq import output_offset  # noqa: E402
-from pipeline.t5 import shift_right  # noqa: E402
+from pipeline.seq2seq import position_losses  # noqa: E402
 from pipeline.train import trimmed  # noqa: E402
 
 
@@ -40,10 +38,7 @@ def position_loss(model, input_ids: torch.Tensor, labels: torch.Tensor, batch: i
     """Mean cross-entropy at each label position over all rows."""
     total = torch.zeros(labels.shape[1], dtype=torch.float64)
     for s in range(0, len(labels), batch):
-        a, b = trimmed(input_ids[s:s + batch]), labels[s:s + batch]
-        logits = model(a, shift_right(b)).float()
-        ce = F.cross_entropy(logits.transpose(1, 2), b - output_offset(model), reduction="none")
-        total += ce.double().sum(0)
+        total += position_losses(model, trimmed(input_ids[s:s + batch]), labels[s:s + batch]).double().sum(0)
     return [round(v, 4) for v in (total / len(labels)).tolist()]
 
 

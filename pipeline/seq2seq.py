@@ -56,19 +56,25 @@ def output_offset(model: T5) -> int:
     return model.config.output_offset
 
 
-def seq2seq_loss(model: T5, input_ids: torch.Tensor, labels: torch.Tensor, first_weight: float = 1.0) -> torch.Tensor:
-    """Mean cross-entropy of the label tokens (teacher forcing; labels never contain PAD).
-
-    `first_weight` counts the first label token (an item ID's first code, which places the item
-    and decides recall) that many times in the mean over each row's positions."""
+def position_losses(model: T5, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of each label token under teacher forcing, (rows, positions); labels never contain PAD."""
     logits = model(input_ids, shift_right(labels)).flatten(0, 1).float()
     target = (labels - output_offset(model)).flatten()
-    if first_weight == 1.0:
-        return F.cross_entropy(logits, target)
-    weights = torch.ones(labels.shape[1], device=logits.device)
-    weights[0] = first_weight
-    per_token = F.cross_entropy(logits, target, reduction="none").view(labels.shape)
-    return (per_token * weights).sum(1).mean() / weights.sum()
+    return F.cross_entropy(logits, target, reduction="none").view(labels.shape)
+
+
+def seq2seq_loss(model: T5, input_ids: torch.Tensor, labels: torch.Tensor,
+                 first_code_weight: float = 1.0) -> torch.Tensor:
+    """Mean cross-entropy of the label tokens.
+
+    `first_code_weight` counts the first label token (an item ID's first code, which places the
+    item and decides recall) that many times in the mean over each row's positions."""
+    ce = position_losses(model, input_ids, labels)
+    if first_code_weight == 1.0:
+        return ce.mean()
+    weights = torch.ones(labels.shape[1], device=ce.device)
+    weights[0] = first_code_weight
+    return (ce * weights).sum(1).mean() / weights.sum()
 
 
 def pooled(states: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:

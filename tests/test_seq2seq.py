@@ -2,14 +2,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from pipeline.layout import PAD
-from pipeline.params import ModelParams
 import torch.nn.functional as F
 
 from pipeline.beam import ItemTrie
-from pipeline.seq2seq import (build_model, decoding_copy, model_from_config, decode_workers, recommend, seq2seq_loss,
-                              step_function)
+from pipeline.layout import PAD
+from pipeline.params import ModelParams
+from pipeline.seq2seq import (build_model, decode_workers, decoding_copy, model_from_config, position_losses, recommend,
+                              seq2seq_loss, step_function)
 from pipeline.t5 import distance_from_end, shift_right
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -149,6 +148,7 @@ def test_first_code_weight_counts_the_first_label_token_that_many_times():
     with torch.no_grad():
         logits = model(ids, torch.cat([torch.full((len(labels), 1), PAD), labels[:, :-1]], dim=1))
         ce = F.cross_entropy(logits.transpose(1, 2), labels - 20, reduction="none")  # (rows, positions)
+        torch.testing.assert_close(position_losses(model, ids, labels), ce)
         torch.testing.assert_close(seq2seq_loss(model, ids, labels, 1.0), ce.mean())
         expected = (3 * ce[:, 0] + ce[:, 1:].sum(1)).mean() / 6
         torch.testing.assert_close(seq2seq_loss(model, ids, labels, 3.0), expected)
