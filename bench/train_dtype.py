@@ -9,7 +9,9 @@ one in float32 and one under bfloat16 autocast. Rounds alternate the two (`--ste
 each), so both see the same machine; each round's ratio is float32 time / bfloat16 time. The mean
 loss of each side's last round shows whether the two still train alike. The same run measures the
 float32 and the bfloat16 matmul peaks (2048^2) and the achieved FLOP/s (FlopCounterMode on one
-step) against each. Median over rounds.
+step) against each. Median over rounds. With `--profile-steps N`, after the rounds each side runs
+N more steps under torch's profiler, and the result lists the ops with the most self CPU time
+(per step, and as a share of the profiled time), so the two precisions can be compared op by op.
 Writes bench/results/train_dtype.json (or `--out`).
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +96,22 @@ def bench_variant(name: str, params, args, peaks: dict) -> dict:
     ratios = [a / b for a, b in zip(seconds["float32"], seconds["bfloat16"])]
     out["speedup_per_round"] = [round(x, 3) for x in ratios]
     out["speedup_median"] = round(statistics.median(ratios), 3)
+    if args.profile_steps:
+        bs = batch_order(ex.lengths, batch, torch.Generator().manual_seed(1))[: args.profile_steps]
+        out["profile"] = {dtype: op_profile(lambda: steps(dtype, bs), len(bs)) for dtype in DTYPES}
     return out
+
+
+def op_profile(run, n_steps: int, top: int = 15) -> dict:
+    """The ops with the most self CPU time over `run` (n_steps steps): ms per step, share, calls per step."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops)
+    return {"steps": n_steps, "self_ms_per_step": round(total / 1e3 / n_steps, 2),
+            "ops": [{"op": e.key, "ms_per_step": round(e.self_cpu_time_total / 1e3 / n_steps, 2),
+                     "share": round(e.self_cpu_time_total / total, 3), "calls_per_step": round(e.count / n_steps, 1)}
+                    for e in ops[:top]]}
 
 
 def main() -> None:
@@ -102,6 +120,7 @@ def main() -> None:
     ap.add_argument("--variants", default="text,lfpp")
     ap.add_argument("--steps", type=int, default=40, help="optimizer steps per round and side")
     ap.add_argument("--batch-size", type=int, default=0, help="0: params.yaml's recommender.train.batch_size")
+    ap.add_argument("--profile-steps", type=int, default=0, help="steps per side under torch's profiler (0: none)")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_dtype.json")
     args = ap.parse_args()
     params = load_params(ROOT / "params.yaml")
