@@ -39,7 +39,7 @@ PUBLISHED = {"tiger": {"recall@5": .0454, "ndcg@5": .0321, "recall@10": .0648, "
 OVERRIDES = {
     "quantize.text.codebook_size": 256,  # TIGER's; 64 is for the embedded 2.5k items
     "recommender.train.batch_size": 256,  # TIGER's
-    # 0.0025 raised validation and test R@10 on two tables against 0.005 (weight 3 below); 0.01 fell far behind
+    # 0.0025 raised validation and test R@10 on three tables against 0.005 (weight 3 below); 0.01 lost a third (README: "The learning rate")
     "recommender.train.lr": 0.0025,
     "recommender.train.schedule": "cosine",  # decays to 0 over the epoch budget
     "recommender.train.warmup_steps": 500,
