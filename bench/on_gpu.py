@@ -35,12 +35,11 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 from machine import machine  # noqa: E402
-from real_beauty import OVERRIDES, PUBLISHED, parse_sets, set_key  # noqa: E402
+from real_beauty import OVERRIDES, PUBLISHED, params_tree, parse_sets  # noqa: E402
 
 from pipeline.evaluate import evaluate_variant  # noqa: E402
 from pipeline.params import RecommenderParams, VariantParams, validate  # noqa: E402
@@ -53,9 +52,7 @@ PROBE_STEPS = 150  # the first 50 warm the GPU up (kernels, allocator); the next
 
 
 def params_with(overrides: dict, variant: str = "text") -> tuple[RecommenderParams, VariantParams]:
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in overrides.items():
-        set_key(params, key, value)
+    params = params_tree(overrides)
     return (validate(RecommenderParams, params["recommender"], "params.yaml", "recommender"),
             validate(VariantParams, params["variants"][variant], "params.yaml", f"variants.{variant}"))
 

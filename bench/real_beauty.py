@@ -59,6 +59,14 @@ def set_key(tree: dict, dotted: str, value) -> None:
     tree[last] = value
 
 
+def params_tree(overrides: dict) -> dict:
+    """params.yaml as a dict, with {dotted key: value} overrides applied."""
+    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for key, value in overrides.items():
+        set_key(tree, key, value)
+    return tree
+
+
 def parse_sets(pairs: list[str]) -> dict:
     """`--set key=value ...` as {dotted key: YAML value}."""
     return {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in pairs)}
@@ -102,11 +110,8 @@ def main() -> None:
     args = ap.parse_args()
     w = args.work
     (w / "no_images").mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    overrides = {**OVERRIDES, "recommender.train.max_epochs": args.epochs}
-    overrides.update(parse_sets(args.set))
-    for key, value in overrides.items():
-        set_key(params, key, value)
+    overrides = {**OVERRIDES, "recommender.train.max_epochs": args.epochs, **parse_sets(args.set)}
+    params = params_tree(overrides)
     p = w / "params.yaml"
     p.write_text(yaml.safe_dump(params, sort_keys=False))
     ing, seq = w / "ingested", w / "sequences" / "text"

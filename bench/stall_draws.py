@@ -21,29 +21,22 @@ import tempfile
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.params import Params, validate  # noqa: E402
 from pipeline.train import train_variant  # noqa: E402
-from real_beauty import set_key  # noqa: E402
+from real_beauty import params_tree, parse_sets  # noqa: E402
 
 
-def params_with(overrides: list[str], seed: int, scratch: Path):
-    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in (s.split("=", 1) for s in overrides):
-        set_key(tree, key, yaml.safe_load(value))
-    set_key(tree, "recommender.train.seed", seed)
-    p = scratch / f"params-{seed}.yaml"
-    p.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return load_params(p)
+def params_with(overrides: list[str], seed: int):
+    return validate(Params, params_tree({**parse_sets(overrides), "recommender.train.seed": seed}), "params.yaml")
 
 
 def draw(variant: str, seed: int, overrides: list[str], scratch: Path) -> dict:
-    params = params_with(overrides, seed, scratch)
+    params = params_with(overrides, seed)
     out = scratch / f"{variant}-{seed}"
     report = train_variant(ROOT / "data" / "sequences" / variant, params.variants[variant], params.recommender,
                            out / "model.pt", out / "metrics.json", out / "live", out / "work")

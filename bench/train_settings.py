@@ -20,39 +20,32 @@ import datetime as dt
 import json
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
-from real_beauty import parse_sets, set_key  # noqa: E402
+from real_beauty import params_tree, parse_sets  # noqa: E402
 from train_revisions import train_steps  # noqa: E402
 
 from pipeline import precision  # noqa: E402
 from pipeline.examples import read_examples  # noqa: E402
 from pipeline.layout import Layout  # noqa: E402
 from pipeline.optim import adamw, clip_grad_norm  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
+from pipeline.params import Params, validate  # noqa: E402
 from pipeline.seq2seq import build_for_layout  # noqa: E402
 from pipeline.train import Objective, batch_order  # noqa: E402
 
 SIDES = ("a", "b")
 
 
-def recommender_with(overrides: dict, scratch: Path, name: str):
+def recommender_with(overrides: dict):
     """params.yaml's recommender section with `overrides` applied, validated as `mgr train` would."""
-    tree = yaml.safe_load((ROOT / "params.yaml").read_text())
-    for key, value in overrides.items():
-        set_key(tree, key, value)
-    path = scratch / f"params-{name}.yaml"
-    path.write_text(yaml.safe_dump(tree, sort_keys=False))
-    return load_params(path).recommender
+    return validate(Params, params_tree(overrides), "params.yaml").recommender
 
 
 def bench_variant(name: str, recs: dict, args) -> dict:
@@ -100,8 +93,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_settings.json")
     args = ap.parse_args()
     overrides = {"a": parse_sets(args.a), "b": parse_sets(args.b)}
-    with tempfile.TemporaryDirectory() as tmp:
-        recs = {s: recommender_with(overrides[s], Path(tmp), s) for s in SIDES}
+    recs = {s: recommender_with(overrides[s]) for s in SIDES}
     result = {"what": "recommender training under two params settings, in turn (bench/train_settings.py)",
               "date": dt.date.today().isoformat(), "machine": machine(), "rounds": args.rounds,
               "a": overrides["a"], "b": overrides["b"],
