@@ -1,6 +1,7 @@
 """Attention kernels at the beam decoder's shapes: torch's fused kernel against plain tensor ops.
 
     python bench/attention_kernels.py [--runs 7] [--calls 30] [--out bench/results/attention_kernels.json]
+    python bench/attention_kernels.py --training [--out bench/results/attention_kernels_training.json]
 
 The cached decoder (`pipeline/seq2seq.py`, BeamDecoder) calls attention with shapes unlike a
 training batch: 1,280 rows (64 users x beam 20) of 4 heads x 32, each with one or two new
@@ -8,6 +9,11 @@ queries over a prefix of 2-8 keys (self-attention), and per user 20 queries (its
 history of 40-160 encoder states (cross-attention). For each shape and kernel, a round times
 `--calls` calls and keeps the median; kernels alternate within a round and the result is the
 median over `--runs` rounds, so that the machine's drift hits all kernels alike.
+
+`--training` times forward and backward at a training batch's shapes instead (`attend` in
+`pipeline/t5.py`: 256 prefixes, the encoder's self-attention over 40-160 tokens, the decoder's
+over its 8, its cross-attention over 160), in float32 and under bfloat16 autocast, the fused
+kernel and the written-out products only, no dropout.
 """
 from __future__ import annotations
 
@@ -50,6 +56,45 @@ def shapes() -> list[tuple[str, tuple, tuple, tuple]]:
     return out
 
 
+def training_shapes() -> list[tuple[str, tuple, tuple, tuple]]:
+    """(name, query shape, key shape, bias shape) as a training batch of 256 calls attention."""
+    n, heads, d = 256, 4, 32
+    out = [(f"encoder self, {t} tokens", (n, heads, t, d), (n, heads, t, d), (n, heads, t, t)) for t in (40, 80, 160)]
+    return out + [("decoder self, 8 tokens", (n, heads, 8, d), (n, heads, 8, d), (1, heads, 8, 8)),
+                  ("cross, 8 over 160 states", (n, heads, 8, d), (n, heads, 160, d), (n, 1, 1, 160))]
+
+
+def forward_backward(fn, dtype: torch.dtype | None):
+    """fn's forward and backward (into q, k, v) as training takes them, under autocast to `dtype`."""
+    def call(q, k, v, bias):
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            q2, k2, v2 = (x.to(dtype) if dtype else x for x in (q, k, v))
+            out = fn(q2, k2, v2, bias.to(q2.dtype))
+        out.float().sum().backward()
+    return call
+
+
+def time_training(runs: int, calls: int, gen: torch.Generator) -> list[dict]:
+    results = []
+    for name, qs, ks, bs in training_shapes():
+        # scores of unit variance, as T5's initialisation gives: unscaled ones saturate the softmax,
+        # whose gradients then fall to float32 denormals, which the CPU handles slowly
+        q, k, v = (torch.randn(s, generator=gen) for s in (qs, ks, ks))
+        q, k, v = ((q * qs[-1] ** -0.5).requires_grad_(), k.requires_grad_(), v.requires_grad_())
+        bias = torch.randn(bs, generator=gen)
+        for label, dtype in (("float32", None), ("bfloat16 autocast", torch.bfloat16)):
+            kernels = {"fused (torch sdpa)": forward_backward(fused, dtype), "matmul": forward_backward(matmul, dtype)}
+            rounds = {kn: [] for kn in kernels}
+            for _ in range(runs + 1):  # the first round warms up
+                for kn, fn in kernels.items():
+                    rounds[kn].append(time_call(fn, (q, k, v, bias), calls))
+            ms = {kn: round(statistics.median(r[1:]) * 1e3, 3) for kn, r in rounds.items()}
+            results.append({"shape": name, "dtype": label, "q": list(qs), "k": list(ks), "ms_per_forward_backward": ms,
+                            "fused_over_matmul": round(ms["fused (torch sdpa)"] / ms["matmul"], 2)})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def time_call(fn, args, calls: int) -> float:
     times = []
     for _ in range(calls):
@@ -63,9 +108,17 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--calls", type=int, default=30)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "attention_kernels.json")
+    ap.add_argument("--training", action="store_true", help="forward and backward at a training batch's shapes")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
+    if args.training:
+        out = args.out or ROOT / "bench" / "results" / "attention_kernels_training.json"
+        result = {"what": "attention forward + backward at a training batch's shapes (bench/attention_kernels.py --training)",
+                  "date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
+                  "calls_per_round": args.calls, "results": time_training(args.runs, args.calls, gen)}
+        out.write_text(json.dumps(result, indent=2) + "\n")
+        return
     results = []
     with torch.inference_mode():
         for name, qs, ks, bs in shapes():
@@ -86,8 +139,8 @@ def main() -> None:
     result = {"what": "attention kernels at the beam decoder's shapes (bench/attention_kernels.py)",
               "date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
               "calls_per_round": args.calls, "dtype": "float32", "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out = args.out or ROOT / "bench" / "results" / "attention_kernels.json"
+    out.write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

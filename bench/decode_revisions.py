@@ -49,13 +49,22 @@ def decode_settings() -> dict:
             "workers": cfg.decode_workers}
 
 
-def recommender_params():
-    """params.yaml's recommender section as the worker's revision reads it. The section only: the
-    other sections may hold keys the older revision rejects."""
+def recommender_params(overrides: dict | None = None):
+    """params.yaml's recommender section as the worker's revision reads it, with {"recommender.<key>":
+    value} overrides. The section only: the other sections may hold keys the older revision rejects."""
     import yaml
 
     from pipeline.params import RecommenderParams
-    return RecommenderParams(**yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"])
+    section = yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"]
+    for dotted, value in (overrides or {}).items():
+        head, *path, last = dotted.split(".")
+        if head != "recommender" or not path:
+            sys.exit(f"--set {dotted}: only recommender.<section>.<key> is read here")
+        tree = section
+        for key in path:
+            tree = tree[key]
+        tree[last] = value
+    return RecommenderParams(**section)
 
 
 def process_facts() -> dict:

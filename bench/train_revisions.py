@@ -1,14 +1,16 @@
 """Recommender training speed of two revisions of the code, trained in turn on the same batches.
 
     python bench/train_revisions.py --before REV [--variant lfpp] [--steps 40] [--runs 7] [--out PATH]
+                                    [--set recommender.model.dropout=0 ...]
 
 For a change to the training code (dropout, attention, the loss), where a ratio between two
 separate runs would mostly measure the machine's drift. As `bench/decode_revisions.py`: one worker
 process imports `pipeline` from `git archive REV pipeline`, another from this checkout's working
 tree, and they take turns (the first alternates by round), `--runs` rounds after a warm-up round.
-Each builds the variant's model from params.yaml (recommender.model, train.seed) and trains it as
-`mgr train` does at its revision (its optimizer step at train.lr, weight_decay and grad_clip, its
-dropout, in train_dtype as this machine resolves it: bfloat16 autocast where `auto` says so), `--steps`
+Each builds the variant's model from params.yaml (recommender.model, train.seed; `--set` overrides
+keys of that section on both sides) and trains it as `mgr train` does at its revision (its
+optimizer step at train.lr, weight_decay and grad_clip, its dropout, in train_dtype as this
+machine resolves it: bfloat16 autocast where `auto` says so), `--steps`
 batches of data/sequences/<variant>/train.parquet per round, in the order `batch_order` gives for
 train.seed, from the same global seed. examples/s is the median, the speed-up the median of the
 rounds' paired ratios. Both sides see the same batches and dropout draws, so equal per-step losses
@@ -29,6 +31,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from decode_revisions import foreign_modules, paired_rounds, paired_summary, process_at_end, process_facts  # noqa: E402
 from decode_revisions import recommender_params, revision_parser, short_rev  # noqa: E402
 from machine import machine  # noqa: E402
+from real_beauty import parse_sets  # noqa: E402
 
 
 def train_steps(loss_fn, model, opt, clip_grad_norm, grad_clip: float, ex, batches, steps: int) -> tuple[int, list[float]]:
@@ -46,7 +49,7 @@ def train_steps(loss_fn, model, opt, clip_grad_norm, grad_clip: float, ex, batch
     return examples, losses
 
 
-def worker(code: Path, variant: str, steps: int) -> None:
+def worker(code: Path, variant: str, steps: int, overrides: dict) -> None:
     """Train `steps` batches once per line read from stdin; answer examples/s and the losses."""
     sys.path.insert(0, str(code))
     import torch
@@ -65,7 +68,7 @@ def worker(code: Path, variant: str, steps: int) -> None:
     if foreign_modules(code):
         sys.exit(f"{code}: pipeline modules loaded from elsewhere: {foreign_modules(code)}")
 
-    rec = recommender_params()
+    rec = recommender_params(overrides)
     seq = ROOT / "data" / "sequences" / variant
     ex = read_examples(seq / "train.parquet")
     torch.manual_seed(rec.train.seed)
@@ -84,20 +87,22 @@ def worker(code: Path, variant: str, steps: int) -> None:
 def main() -> None:
     ap = revision_parser("train_revisions.json", runs=7)
     ap.add_argument("--steps", type=int, default=40, help="training batches per round")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="recommender.* overrides, both sides")
     args = ap.parse_args()
+    overrides = parse_sets(args.set)
     if args.worker:
-        return worker(args.worker, args.variant, args.steps)
+        return worker(args.worker, args.variant, args.steps, overrides)
     if not args.before:
         ap.error("--before REV is required")
     rev = short_rev(args.before)
     with tempfile.TemporaryDirectory() as tmp:
-        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant, "--steps", str(args.steps)],
-                                Path(tmp))
+        answers = paired_rounds(__file__, rev, args.runs, ["--variant", args.variant, "--steps", str(args.steps),
+                                                           *(["--set", *args.set] if args.set else [])], Path(tmp))
     losses = {k: [x for a in v for x in a["losses"]] for k, v in answers.items()}
     result = {
         "what": "recommender training examples/s of two code revisions, trained in turn (bench/train_revisions.py)",
         "date": dt.date.today().isoformat(), "machine": answers["after"][-1]["machine"], "variant": args.variant,
-        "steps_per_round": args.steps, "runs": args.runs, "train_dtype": answers["after"][-1]["train_dtype"],
+        "steps_per_round": args.steps, "runs": args.runs, "overrides": overrides, "train_dtype": answers["after"][-1]["train_dtype"],
         "revisions": {"before": rev, "after": "working tree of " + short_rev("HEAD")},
         "same_losses": losses["before"] == losses["after"],
         "max_abs_loss_diff": max(abs(a - b) for a, b in zip(losses["before"], losses["after"])),

@@ -88,9 +88,11 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
            training: bool) -> torch.Tensor:
     """softmax(q k^T + bias) v over (N, heads, T, d_kv) tensors, with dropout on the weights in training.
 
-    Written out when dropping on the CPU, where SDPA's dropout is the slow path and the weights
-    get `pipeline.dropout`'s cheaper masks; SDPA otherwise (one fused kernel on a GPU)."""
-    if training and p > 0 and not (q.is_cuda and fast_dropout.NATIVE_ON_GPU):
+    Written out in training on the CPU when it drops (SDPA's dropout is the slow path there, and the
+    weights get `pipeline.dropout`'s cheaper masks) or runs in bfloat16, where SDPA's CPU kernel
+    took 1.1-4x as long forward and backward (bench/attention_kernels.py --training). SDPA
+    otherwise: in float32 without dropout, in inference, and on a GPU (one fused kernel)."""
+    if training and (p > 0 or q.dtype != torch.float32) and not (q.is_cuda and fast_dropout.NATIVE_ON_GPU):
         weights = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)
         return fast_dropout.dropout(weights, p, True) @ v
     return F.scaled_dot_product_attention(q, k, v, bias.to(q.dtype), dropout_p=p if training else 0.0, scale=1.0)

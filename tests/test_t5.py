@@ -90,6 +90,34 @@ def test_training_pass_and_gradients_equal_transformers_t5():
                                atol=1e-6, rtol=1e-5)
 
 
+def test_bfloat16_training_writes_attention_out_as_close_as_sdpa(monkeypatch):
+    """Training under bfloat16 autocast on the CPU attends by written-out products even without
+    dropout (SDPA's CPU kernel is slower there). Against the float32 pass, its logits and gradients
+    are as close as SDPA's bfloat16 ones (the eval-mode pass: at dropout 0 it differs only there)."""
+    torch.manual_seed(0)
+    model = T5(T5Config(**TINY, dropout=0.0))
+    ids, labels = _batch(3)
+
+    def logits_and_grad(train: bool, bfloat16: bool):
+        model.train(train)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):
+            logits = model(ids, shift_right(labels)).float()
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()).backward()
+        return logits.detach(), model.encoder.blocks[0].self_attn.qkv.weight.grad.clone()
+
+    exact = logits_and_grad(False, False)
+    sdpa = logits_and_grad(False, True)
+
+    def no_sdpa(*args, **kwargs):
+        raise AssertionError("SDPA called in bfloat16 training")
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", no_sdpa)
+    written = logits_and_grad(True, True)
+    for ours, theirs, ref in zip(written, sdpa, exact):
+        assert (ours - ref).abs().max() <= 2 * (theirs - ref).abs().max()
+        assert (ours - ref).abs().max() < 0.05 * ref.abs().max()
+
+
 def test_relative_buckets_are_exact_near_and_logarithmic_far():
     rel = torch.tensor([-200, -128, -20, -8, -7, -1, 0, 1, 7, 8, 20, 200])
     causal = relative_buckets(rel, bidirectional=False, n=32, max_distance=128).tolist()
