@@ -90,7 +90,7 @@ def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor
 
     Written out in training on the CPU when it drops (SDPA's dropout is the slow path there, and the
     weights get `pipeline.dropout`'s cheaper masks) or runs in bfloat16, where SDPA's CPU kernel
-    took 1.1-4x as long forward and backward (bench/attention_kernels.py --training). SDPA
+    took 1.6-6x as long forward and backward (bench/attention_kernels.py --training). SDPA
     otherwise: in float32 without dropout, in inference, and on a GPU (one fused kernel)."""
     if training and (p > 0 or q.dtype != torch.float32) and not (q.is_cuda and fast_dropout.NATIVE_ON_GPU):
         weights = torch.softmax(q @ k.transpose(-1, -2) + bias, dim=-1)
