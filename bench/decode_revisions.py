@@ -38,6 +38,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from machine import machine  # noqa: E402
+from real_beauty import set_key  # noqa: E402
 
 
 def decode_settings() -> dict:
@@ -57,13 +58,9 @@ def recommender_params(overrides: dict | None = None):
     from pipeline.params import RecommenderParams
     section = yaml.safe_load((ROOT / "params.yaml").read_text())["recommender"]
     for dotted, value in (overrides or {}).items():
-        head, *path, last = dotted.split(".")
-        if head != "recommender" or not path:
-            sys.exit(f"--set {dotted}: only recommender.<section>.<key> is read here")
-        tree = section
-        for key in path:
-            tree = tree[key]
-        tree[last] = value
+        if not dotted.startswith("recommender."):
+            sys.exit(f"--set {dotted}: only recommender.* keys are read here")
+        set_key(section, dotted.removeprefix("recommender."), value)
     return RecommenderParams(**section)
 
 
