@@ -104,6 +104,27 @@ def time_call(fn, args, calls: int) -> float:
     return statistics.median(times)
 
 
+def time_decoder(runs: int, calls: int, gen: torch.Generator) -> list[dict]:
+    results = []
+    with torch.inference_mode():
+        for name, qs, ks, bs in shapes():
+            q, k, v = torch.randn(qs, generator=gen), torch.randn(ks, generator=gen), torch.randn(ks, generator=gen)
+            bias = torch.randn(bs, generator=gen)
+            ref = fused(q, k, v, bias)
+            rounds = {kn: [] for kn in KERNELS}
+            for _ in range(runs + 1):  # the first round warms up
+                for kn, fn in KERNELS.items():
+                    rounds[kn].append(time_call(fn, (q, k, v, bias), calls))
+            ms = {kn: round(statistics.median(r[1:]) * 1e3, 3) for kn, r in rounds.items()}
+            diff = {kn: float((fn(q, k, v, bias) - ref).abs().max()) for kn, fn in KERNELS.items()}
+            results.append({"shape": name, "q": list(qs), "k": list(ks), "ms_per_call": ms,
+                            "max_abs_diff_vs_fused": diff,
+                            "fused_over_best_other": round(ms["fused (torch sdpa)"] / min(
+                                v for kn, v in ms.items() if kn != "fused (torch sdpa)"), 2)})
+            print(json.dumps(results[-1]), flush=True)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=7)
@@ -113,33 +134,16 @@ def main() -> None:
     args = ap.parse_args()
     gen = torch.Generator().manual_seed(0)
     if args.training:
-        out = args.out or ROOT / "bench" / "results" / "attention_kernels_training.json"
-        result = {"what": "attention forward + backward at a training batch's shapes (bench/attention_kernels.py --training)",
-                  "date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
-                  "calls_per_round": args.calls, "results": time_training(args.runs, args.calls, gen)}
-        out.write_text(json.dumps(result, indent=2) + "\n")
-        return
-    results = []
-    with torch.inference_mode():
-        for name, qs, ks, bs in shapes():
-            q, k, v = torch.randn(qs, generator=gen), torch.randn(ks, generator=gen), torch.randn(ks, generator=gen)
-            bias = torch.randn(bs, generator=gen)
-            ref = fused(q, k, v, bias)
-            rounds = {kn: [] for kn in KERNELS}
-            for _ in range(args.runs + 1):  # the first round warms up
-                for kn, fn in KERNELS.items():
-                    rounds[kn].append(time_call(fn, (q, k, v, bias), args.calls))
-            ms = {kn: round(statistics.median(r[1:]) * 1e3, 3) for kn, r in rounds.items()}
-            diff = {kn: float((fn(q, k, v, bias) - ref).abs().max()) for kn, fn in KERNELS.items()}
-            results.append({"shape": name, "q": list(qs), "k": list(ks), "ms_per_call": ms,
-                            "max_abs_diff_vs_fused": diff,
-                            "fused_over_best_other": round(ms["fused (torch sdpa)"] / min(
-                                v for kn, v in ms.items() if kn != "fused (torch sdpa)"), 2)})
-            print(json.dumps(results[-1]), flush=True)
-    result = {"what": "attention kernels at the beam decoder's shapes (bench/attention_kernels.py)",
+        what, name = "attention forward + backward at a training batch's shapes", "attention_kernels_training.json"
+        facts = {"results": time_training(args.runs, args.calls, gen)}
+    else:
+        what, name = "attention kernels at the beam decoder's shapes", "attention_kernels.json"
+        facts = {"dtype": "float32", "results": time_decoder(args.runs, args.calls, gen)}
+    result = {"what": f"{what} (bench/attention_kernels.py{' --training' if args.training else ''})",
               "date": dt.date.today().isoformat(), "machine": machine(), "runs": args.runs,
-              "calls_per_round": args.calls, "dtype": "float32", "results": results}
-    out = args.out or ROOT / "bench" / "results" / "attention_kernels.json"
+              "calls_per_round": args.calls, **facts}
+    out = args.out or ROOT / "bench" / "results" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
 
 
