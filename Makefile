@@ -15,10 +15,10 @@ export DVC_NO_ANALYTICS := 1
 
 .PHONY: run test setup clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (first time: a few minutes; log in $(VENV)/install.log)"
-	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/install.log 2>&1 \
+	@$(BIN)/python -m pip install -c constraints.txt -e '.[dev]' > $(VENV)/install.log 2>&1 \
 		|| { tail -n 40 $(VENV)/install.log; echo "pip install failed: see $(VENV)/install.log"; exit 1; }
 	@touch $(STAMP)
 
