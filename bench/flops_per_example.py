@@ -1,6 +1,6 @@
 """Matrix-product FLOPs per training example and per decoded user, next to the committed run's rates.
 
-    python bench/flops_per_example.py [--variants text,image,fused,lf,lfpp] [--metrics metrics] [--out PATH]
+    python bench/flops_per_example.py [--variants text,image,fused,lf,lfpp] [--rates-from REPO] [--out PATH]
 
 Why evaluation is slower per example than training (issue 5 expects it not to be): the two do
 different amounts of work per example. For each variant's trained model (models/recommender/,
@@ -13,7 +13,7 @@ products (mm, bmm, attention) of
   per user.
 Elementwise work (norms, softmax, the optimizer, the search's bookkeeping) is not counted.
 With the rates in metrics/train_V.json and metrics/eval_V.json (the committed run: examples/s
-and users/s) it gives each side's achieved product GFLOP/s, so "slower per example" splits into
+and users/s, as `bench/pipeline_profile.py` reads them) it gives each side's achieved product GFLOP/s, so "slower per example" splits into
 more work per example and less speed per FLOP.
 Writes `--out` (bench/results/flops_per_example.json).
 """
@@ -32,11 +32,12 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+from decode_options import test_split  # noqa: E402
 from machine import machine  # noqa: E402
+from pipeline_profile import per_example  # noqa: E402
 from pipeline import precision  # noqa: E402
-from pipeline.beam import ItemTrie  # noqa: E402
 from pipeline.evaluate import load_recommender  # noqa: E402
-from pipeline.examples import Examples, read_examples, read_items  # noqa: E402
+from pipeline.examples import Examples, read_examples  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 from pipeline.seq2seq import recommend, seq2seq_loss  # noqa: E402
 from pipeline.train import batch_order, trimmed  # noqa: E402
@@ -73,19 +74,17 @@ def train_epoch_flops(model, train: Examples, cfg, dtype: str) -> int:
     return counted(epoch)
 
 
-def decode_flops(model, trie: ItemTrie, ex: Examples, cfg) -> int:
+def decode_flops(model, trie, ex: Examples, cfg) -> int:
     model.eval()
     return counted(lambda: recommend(model, trie, ex.input_ids, cfg.beam, cfg.top_k, cfg.eval_batch,
                                      cfg.decode_dtype, workers=1))
 
 
-def bench_variant(variant: str, cfg, metrics: Path) -> dict:
+def bench_variant(variant: str, cfg, rates: dict | None) -> dict:
     seq = ROOT / "data" / "sequences" / variant
     model = load_recommender(ROOT / "models" / "recommender" / f"{variant}.pt")
-    item_idx, tokens = read_items(seq)
-    trie = ItemTrie(tokens, item_idx)
-    train, test = read_examples(seq / "train.parquet"), read_examples(seq / "test.parquet")
-    valid = read_examples(seq / "valid.parquet")
+    trie, test = test_split(variant)
+    train, valid = read_examples(seq / "train.parquet"), read_examples(seq / "valid.parquet")
     # the train stage's validation sample (Trainer._valid_sample)
     keep = torch.randperm(len(valid.target), generator=torch.Generator().manual_seed(cfg.seed + 1))[:cfg.eval_users]
     keep = keep.sort().values
@@ -97,7 +96,6 @@ def bench_variant(variant: str, cfg, metrics: Path) -> dict:
     test_flops = decode_flops(model, trie, test, cfg)
     per_train = (train_flops + valid_flops) / n_train
     per_user = test_flops / len(test.target)
-    rates = committed_rates(metrics, variant)
     out = {"train_examples": n_train, "valid_users_per_epoch": len(valid.target), "test_users": len(test.target),
            "mean_history_tokens": {"train": round(float(train.lengths.float().mean()), 1),
                                    "test": round(float(test.lengths.float().mean()), 1)},
@@ -110,37 +108,25 @@ def bench_variant(variant: str, cfg, metrics: Path) -> dict:
         train_gflops = per_train * rates["train_examples_per_s"] / 1e9
         eval_gflops = per_user * rates["eval_users_per_s"] / 1e9
         out |= {"train_product_gflop_per_s": round(train_gflops, 1), "eval_product_gflop_per_s": round(eval_gflops, 1),
-                "speed_ratio_eval_over_train": round(eval_gflops / train_gflops, 2),
-                "per_example_ratio": round(rates["eval_users_per_s"] / rates["train_examples_per_s"], 2)}
+                "speed_ratio_eval_over_train": round(eval_gflops / train_gflops, 2)}
     return out
-
-
-def committed_rates(metrics: Path, variant: str) -> dict | None:
-    """Training examples/s (validation included) and test users/s of the run in `metrics`."""
-    try:
-        train = json.loads((metrics / f"train_{variant}.json").read_text())["train"]
-        decoding = json.loads((metrics / f"eval_{variant}.json").read_text())["decoding"]
-    except (OSError, KeyError):
-        return None
-    return {"train_examples_per_s": round(train["epochs"] * train["train_examples"] / train["seconds_this_run"], 1),
-            "train_dtype": train.get("dtype"), "eval_users_per_s": decoding["users_per_s"],
-            "decode_dtype": decoding.get("dtype")}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--variants", default="text,image,fused,lf,lfpp")
-    ap.add_argument("--metrics", type=Path, default=ROOT / "metrics", help="the run whose rates to use")
+    ap.add_argument("--rates-from", type=Path, default=ROOT, help="the checkout whose metrics/ give the rates")
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "flops_per_example.json")
     args = ap.parse_args()
     torch.set_num_threads(1)  # the counts do not depend on it; the counter sees one thread's ops
     cfg = load_params(ROOT / "params.yaml").recommender.train
+    rates = per_example(args.rates_from)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     result = {"what": "matrix-product FLOPs per training example and per test user (bench/flops_per_example.py)",
               "date": dt.date.today().isoformat(), "commit": commit, "machine": machine(),
               "beam": cfg.beam, "batch_size": cfg.batch_size, "eval_users": cfg.eval_users,
-              "rates_from": str(args.metrics),
-              "variants": {v: bench_variant(v, cfg, args.metrics) for v in args.variants.split(",")}}
+              "rates_from": str(args.rates_from),
+              "variants": {v: bench_variant(v, cfg, rates.get(v)) for v in args.variants.split(",")}}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
 
